@@ -1,0 +1,67 @@
+// slowmo/core/error.hpp — the exceptions the library throws, and the helpers that build
+// messages naming what was wrong, the offending value and what to do about it.
+#pragma once
+
+#include <charconv>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+namespace slowmo {
+
+/// A hyper-parameter (an option field) has an invalid value. The message names the
+/// owner (e.g. "Adam"), the field and the value.
+class invalid_option : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+/// Buffers passed to a call disagree in size (or are empty, or changed size between
+/// steps). The message names both sizes.
+class size_mismatch : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+namespace detail {
+
+/// Writes floating-point values in their shortest round-trip form (0.1, not
+/// 0.10000000000000001), everything else as operator<< does.
+template <class Part>
+void write_part(std::ostringstream& os, const Part& part) {
+  if constexpr (std::is_floating_point_v<Part>) {
+    char buf[64];
+    const auto res = std::to_chars(buf, buf + sizeof buf, part);
+    os << std::string_view(buf, static_cast<std::size_t>(res.ptr - buf));
+  } else {
+    os << part;
+  }
+}
+
+template <class... Parts>
+std::string concat(const Parts&... parts) {
+  std::ostringstream os;
+  (write_part(os, parts), ...);
+  return os.str();
+}
+
+/// Throws invalid_option("slowmo::<owner>: option '<field>' = <value> is invalid: <why>")
+/// unless `ok` holds.
+template <class Value>
+void require_option(bool ok, std::string_view owner, std::string_view field, const Value& value,
+                    std::string_view why) {
+  if (!ok)
+    throw invalid_option(concat("slowmo::", owner, ": option '", field, "' = ", value,
+                                " is invalid: ", why));
+}
+
+template <class T>
+bool finite(T v) {
+  return std::isfinite(static_cast<double>(v));
+}
+
+}  // namespace detail
+}  // namespace slowmo

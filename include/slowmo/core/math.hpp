@@ -1,0 +1,26 @@
+// slowmo/core/math.hpp — the few scalar functions the update rules call, usable in host
+// and device code. The SIMD overloads live next to detail::Pack and are found by ADL.
+#pragma once
+
+#include <cmath>
+
+#include "slowmo/core/config.hpp"
+
+namespace slowmo::math {
+
+SLOWMO_HOST_DEVICE inline float sqrt(float x) { return ::sqrtf(x); }
+SLOWMO_HOST_DEVICE inline double sqrt(double x) { return ::sqrt(x); }
+template <class T>
+SLOWMO_HOST_DEVICE inline T max(T a, T b) {
+  return a < b ? b : a;
+}
+
+/// a + w*(b - a), exact at both ends (w = 0 gives a, w = 1 gives b), the same two-sided
+/// formula as torch.lerp. Lookahead and the outer updates use it so that alpha = 1 is
+/// bit-for-bit "take the fast weights".
+template <class V, class T>
+SLOWMO_HOST_DEVICE inline V lerp(const V& a, const V& b, T w) {
+  return w < T(0.5) ? V(a + V(w) * (b - a)) : V(b - V(T(1) - w) * (b - a));
+}
+
+}  // namespace slowmo::math

@@ -1,0 +1,81 @@
+// slowmo/core/state.hpp — explicit, visitable optimizer state.
+//
+// Every optimizer enumerates its state through one hook,
+//
+//     template <class Visitor> void visit_state(Visitor&& v, const StateScope* scope = nullptr);
+//
+// calling v(key, ref, kind) once per entry, in a fixed order, where `ref` is a reference to
+// a Vector<T> (a buffer), a std::int64_t (a counter) or a T (a scalar), and `kind` says how
+// the entry behaves when the owner re-initialises it. That one hook serves the reset / keep /
+// average policies at synchronisation points, checkpointing and tests.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+namespace slowmo {
+
+/// How a state entry behaves.
+enum class StateKind {
+  accumulator,  ///< running statistic (momentum, Adam moments): zeroed by a reset
+  anchor,       ///< a copy of the parameters (Lookahead slow weights): re-anchored, never zeroed
+  counter,      ///< part of the state a reset re-initialises (Adam's bias-correction step)
+  progress,     ///< how far training has come (drives schedules): never reset
+};
+
+/// What happens to a wrapped optimizer's state at a synchronisation point
+/// (a Lookahead sync, a SlowMo outer step).
+enum class OnSync {
+  keep,     ///< leave it as it is
+  reset,    ///< re-initialise accumulators and counters, as a freshly built optimizer
+  average,  ///< average accumulators across workers (distributed combinators only)
+};
+
+inline constexpr std::string_view to_string(OnSync p) {
+  switch (p) {
+    case OnSync::keep: return "keep";
+    case OnSync::reset: return "reset";
+    case OnSync::average: return "average";
+  }
+  return "?";
+}
+
+/// Where an entry sits in a nest of optimizers: a chain of owner names, innermost first,
+/// built on the stack so that visiting never allocates.
+struct StateScope {
+  std::string_view name;
+  const StateScope* parent = nullptr;
+};
+
+/// The name of one state entry within its scope chain.
+struct StateKey {
+  std::string_view name;
+  const StateScope* scope = nullptr;
+
+  /// "base/base/exp_avg"-style path (allocates; for messages and checkpoints).
+  std::string path() const {
+    std::string out(name);
+    for (const StateScope* s = scope; s != nullptr; s = s->parent)
+      out.insert(0, std::string(s->name) + "/");
+    return out;
+  }
+};
+
+/// Re-initialises what a reset re-initialises: zeroes accumulators and counters; leaves
+/// anchors and progress alone.
+template <class Opt>
+void reset_state(Opt& opt) {
+  opt.visit_state([](const StateKey&, auto& ref, StateKind kind) {
+    if (kind == StateKind::accumulator || kind == StateKind::counter) {
+      using R = std::remove_cvref_t<decltype(ref)>;
+      if constexpr (std::is_arithmetic_v<R>)
+        ref = R(0);
+      else
+        ref.setZero();
+    }
+  });
+}
+
+}  // namespace slowmo

@@ -1,0 +1,141 @@
+// slowmo/optim/sgd.hpp — stochastic gradient descent with heavy-ball or Nesterov momentum,
+// exactly torch.optim.SGD.
+#pragma once
+
+#include <cstdint>
+
+#include "slowmo/core/concepts.hpp"
+#include "slowmo/core/for_each.hpp"
+#include "slowmo/core/schedule.hpp"
+#include "slowmo/core/state.hpp"
+#include "slowmo/core/vector.hpp"
+#include "slowmo/optim/rules.hpp"
+
+namespace slowmo {
+
+/// Options of Sgd; names and defaults as torch.optim.SGD.
+struct SgdOptions {
+  double lr = 1e-3;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+  bool maximize = false;
+};
+
+/// SGD (heavy ball, or Nesterov with `nesterov = true`). Per step, with d the gradient:
+///   d = (maximize ? -d : d) + weight_decay * p
+///   buf = d on the first step, then momentum * buf + (1 - dampening) * d
+///   d = nesterov ? d + momentum * buf : buf          (when momentum != 0)
+///   p = p - lr_t * d,   lr_t = lr * schedule(t)
+/// The momentum buffer is allocated on the first step; later steps allocate nothing.
+template <Real T, Schedule S = schedule::Constant>
+class Sgd {
+ public:
+  using scalar_type = T;
+  using options_type = SgdOptions;
+  using schedule_type = S;
+
+  explicit Sgd(SgdOptions options = {}, S schedule = {})
+      : options_(validated(options)), clock_("Sgd", options.lr, std::move(schedule)) {}
+
+  /// One step: updates x in place from the gradient g (same size as x).
+  void step(VectorRef<T> x, ConstVectorRef<T> g) {
+    const bool has_momentum = options_.momentum != 0.0;
+    detail::check_step_sizes("Sgd", x.size(), g.size(), momentum_buffer_.size() > 0 ? momentum_buffer_.size() : -1);
+    const double lr = clock_.current();
+    rules::Sgd<T> rule{.lr = T(lr),
+                       .sign = T(options_.maximize ? -1 : 1),
+                       .weight_decay = T(options_.weight_decay),
+                       .momentum = T(options_.momentum),
+                       .keep = T(0),
+                       .damp = T(1),
+                       .nesterov = options_.nesterov};
+    if (!has_momentum) {
+      detail::for_each_element(x.size(), rule, x.data(), g.data());
+    } else {
+      if (momentum_buffer_.size() != x.size()) momentum_buffer_.setZero(x.size());
+      if (momentum_steps_ > 0) {  // buf = d on the first step, as PyTorch's fresh buffer
+        rule.keep = T(options_.momentum);
+        rule.damp = T(1.0 - options_.dampening);
+      }
+      detail::for_each_element(x.size(), rule, x.data(), g.data(), momentum_buffer_.data());
+      ++momentum_steps_;
+    }
+    clock_.tick();
+  }
+
+  /// The learning rate of the last step (before any step: that of the first).
+  T last_lr() const { return T(clock_.last_lr()); }
+  std::int64_t steps() const { return clock_.steps(); }
+  const SgdOptions& options() const { return options_; }
+  const S& schedule() const { return clock_.schedule(); }
+  /// Empty until the first step with momentum.
+  const Vector<T>& momentum_buffer() const { return momentum_buffer_; }
+
+  template <class V>
+  void visit_state(V&& v, const StateScope* scope = nullptr) {
+    visit(*this, v, scope);
+  }
+  template <class V>
+  void visit_state(V&& v, const StateScope* scope = nullptr) const {
+    visit(*this, v, scope);
+  }
+
+ private:
+  template <class Self, class V>
+  static void visit(Self& self, V& v, const StateScope* scope) {
+    v(StateKey{"momentum_buffer", scope}, self.momentum_buffer_, StateKind::accumulator);
+    v(StateKey{"momentum_steps", scope}, self.momentum_steps_, StateKind::counter);
+    v(StateKey{"steps", scope}, self.clock_.steps_ref(), StateKind::progress);
+  }
+
+  static SgdOptions validated(const SgdOptions& o) {
+    using detail::finite;
+    using detail::require_option;
+    require_option(finite(o.momentum) && o.momentum >= 0, "Sgd", "momentum", o.momentum, "must be finite and >= 0");
+    require_option(finite(o.dampening) && o.dampening >= 0 && o.dampening <= 1, "Sgd", "dampening", o.dampening,
+                   "must be in [0, 1]");
+    require_option(finite(o.weight_decay) && o.weight_decay >= 0, "Sgd", "weight_decay", o.weight_decay,
+                   "must be finite and >= 0");
+    if (o.nesterov) {
+      require_option(o.momentum > 0, "Sgd", "momentum", o.momentum,
+                     "Nesterov momentum (nesterov = true) requires momentum > 0");
+      require_option(o.dampening == 0, "Sgd", "dampening", o.dampening,
+                     "Nesterov momentum (nesterov = true) requires dampening = 0");
+    }
+    return o;
+  }
+
+  SgdOptions options_;
+  detail::LrClock<S> clock_;
+  Vector<T> momentum_buffer_;
+  std::int64_t momentum_steps_ = 0;
+};
+
+/// Options of Nesterov: those of Sgd without dampening (Nesterov requires none) and with
+/// a default momentum of 0.9.
+struct NesterovOptions {
+  double lr = 1e-3;
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  bool maximize = false;
+};
+
+/// SGD with Nesterov momentum: Sgd with nesterov = true, under the name users look for.
+template <Real T, Schedule S = schedule::Constant>
+class Nesterov : public Sgd<T, S> {
+ public:
+  using options_type = NesterovOptions;
+
+  explicit Nesterov(NesterovOptions o = {}, S schedule = {})
+      : Sgd<T, S>(SgdOptions{.lr = o.lr,
+                             .momentum = o.momentum,
+                             .dampening = 0.0,
+                             .weight_decay = o.weight_decay,
+                             .nesterov = true,
+                             .maximize = o.maximize},
+                  std::move(schedule)) {}
+};
+
+}  // namespace slowmo

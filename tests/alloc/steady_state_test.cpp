@@ -1,0 +1,96 @@
+// No heap allocation per step once an optimizer's state exists, proven by counting every
+// call into the C allocator (Eigen allocates with malloc, operator new ends in malloc too):
+// this program interposes malloc and friends and forwards to glibc's implementations.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <vector>
+
+#include <slowmo/slowmo.hpp>
+
+extern "C" {
+void* __libc_malloc(std::size_t);
+void* __libc_calloc(std::size_t, std::size_t);
+void* __libc_realloc(void*, std::size_t);
+void* __libc_memalign(std::size_t, std::size_t);
+void __libc_free(void*);
+}
+
+namespace {
+std::atomic<long> allocations{0};
+void count() { allocations.fetch_add(1, std::memory_order_relaxed); }
+}  // namespace
+
+extern "C" {
+void* malloc(std::size_t n) {
+  count();
+  return __libc_malloc(n);
+}
+void* calloc(std::size_t k, std::size_t n) {
+  count();
+  return __libc_calloc(k, n);
+}
+void* realloc(void* p, std::size_t n) {
+  count();
+  return __libc_realloc(p, n);
+}
+void* memalign(std::size_t a, std::size_t n) {
+  count();
+  return __libc_memalign(a, n);
+}
+void* aligned_alloc(std::size_t a, std::size_t n) {
+  count();
+  return __libc_memalign(a, n);
+}
+int posix_memalign(void** out, std::size_t a, std::size_t n) {
+  count();
+  void* p = __libc_memalign(a, n);
+  if (p == nullptr) return ENOMEM;
+  *out = p;
+  return 0;
+}
+void free(void* p) { __libc_free(p); }
+}
+
+namespace {
+
+/// Steps once to create the state, then counts allocations over 100 more steps.
+template <class Opt>
+long allocations_in_steady_state(Opt opt) {
+  using T = typename Opt::scalar_type;
+  slowmo::Vector<T> x = slowmo::Vector<T>::LinSpaced(1001, -1, 1);
+  const slowmo::Vector<T> g = slowmo::Vector<T>::LinSpaced(1001, 1, -1);
+  Eigen::Map<slowmo::Vector<T>> view(x.data(), x.size());
+  opt.step(x, g);
+  const long before = allocations.load();
+  for (int t = 0; t < 50; ++t) opt.step(x, g);
+  for (int t = 0; t < 50; ++t) opt.step(view.segment(0, view.size()), g);
+  return allocations.load() - before;
+}
+
+}  // namespace
+
+TEST_CASE("the allocation counter sees Eigen's and the standard library's allocations") {
+  long before = allocations.load();
+  slowmo::Vector<float> v(100);
+  v.setZero();
+  CHECK(allocations.load() - before == 1);
+  before = allocations.load();
+  auto* p = new std::vector<int>(1000);
+  CHECK(allocations.load() - before == 2);
+  delete p;
+}
+
+TEST_CASE_TEMPLATE("no heap allocation per step after the state exists", T, float, double) {
+  CHECK(allocations_in_steady_state(slowmo::Sgd<T>({.lr = 0.01})) == 0);
+  CHECK(allocations_in_steady_state(slowmo::Sgd<T>({.lr = 0.01, .momentum = 0.9, .dampening = 0.1})) == 0);
+  CHECK(allocations_in_steady_state(slowmo::Nesterov<T>({.lr = 0.01})) == 0);
+  CHECK(allocations_in_steady_state(slowmo::Adam<T>({.lr = 0.01, .amsgrad = true})) == 0);
+  CHECK(allocations_in_steady_state(slowmo::AdamW<T, slowmo::schedule::Sequence<slowmo::schedule::Linear,
+                                                                                slowmo::schedule::Cosine>>(
+            {.lr = 0.01}, slowmo::schedule::warmup_cosine(10, 100))) == 0);
+  CHECK(allocations_in_steady_state(
+            slowmo::Lookahead(slowmo::Adam<T>({.lr = 0.01}), {.k = 3, .base_state = slowmo::OnSync::reset})) == 0);
+}

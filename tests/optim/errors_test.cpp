@@ -1,0 +1,101 @@
+// Bad input: every invalid option and every bad call throws an exception whose message
+// names the parameter and the value.
+#include <doctest/doctest.h>
+
+#include <limits>
+
+#include <slowmo/optim/adam.hpp>
+#include <slowmo/optim/lookahead.hpp>
+#include <slowmo/optim/sgd.hpp>
+
+namespace {
+
+using slowmo::Vector;
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+template <class F>
+std::string message_of(F&& f) {
+  try {
+    f();
+  } catch (const slowmo::invalid_option& e) {
+    return e.what();
+  }
+  FAIL("no slowmo::invalid_option thrown");
+  return {};
+}
+
+#define CHECK_OPTION_ERROR(expr, ...)                                            \
+  do {                                                                           \
+    const std::string msg = message_of([&] { (void)(expr); });                   \
+    for (const char* part : {__VA_ARGS__}) CHECK_MESSAGE(msg.find(part) != std::string::npos, msg); \
+  } while (0)
+
+}  // namespace
+
+TEST_CASE("Sgd: invalid options name the field and the value") {
+  using slowmo::Sgd;
+  CHECK_OPTION_ERROR(Sgd<float>({.lr = -0.1}), "Sgd", "'lr'", "-0.1");
+  CHECK_OPTION_ERROR(Sgd<float>({.lr = kNaN}), "'lr'", "nan");
+  CHECK_OPTION_ERROR(Sgd<float>({.lr = kInf}), "'lr'", "inf");
+  CHECK_OPTION_ERROR(Sgd<double>({.momentum = -0.5}), "'momentum'", "-0.5");
+  CHECK_OPTION_ERROR(Sgd<double>({.dampening = 1.5}), "'dampening'", "1.5");
+  CHECK_OPTION_ERROR(Sgd<double>({.weight_decay = -1e-4}), "'weight_decay'", "-1e-04");
+  CHECK_OPTION_ERROR(Sgd<double>({.weight_decay = kNaN}), "'weight_decay'", "nan");
+  CHECK_OPTION_ERROR(Sgd<double>({.momentum = 0.0, .nesterov = true}), "'momentum'", "= 0 ", "Nesterov");
+  CHECK_OPTION_ERROR(Sgd<double>({.momentum = 0.9, .dampening = 0.1, .nesterov = true}), "'dampening'", "0.1",
+                     "Nesterov");
+  CHECK_OPTION_ERROR(slowmo::Nesterov<double>({.momentum = 0.0}), "'momentum'", "Nesterov");
+  CHECK_NOTHROW(Sgd<double>({.lr = 0.0}));  // lr = 0 is allowed, as in PyTorch
+}
+
+TEST_CASE("Adam/AdamW: invalid options name the field and the value") {
+  CHECK_OPTION_ERROR(slowmo::Adam<float>({.lr = -1.0}), "Adam", "'lr'", "-1");
+  CHECK_OPTION_ERROR(slowmo::Adam<float>({.betas = {1.0, 0.999}}), "'betas[0]'", "= 1 ");
+  CHECK_OPTION_ERROR(slowmo::Adam<float>({.betas = {0.9, -0.1}}), "'betas[1]'", "-0.1");
+  CHECK_OPTION_ERROR(slowmo::AdamW<float>({.betas = {0.9, kNaN}}), "AdamW", "'betas[1]'", "nan");
+  CHECK_OPTION_ERROR(slowmo::Adam<double>({.eps = -1e-8}), "'eps'", "-1e-08");
+  CHECK_OPTION_ERROR(slowmo::AdamW<double>({.weight_decay = -0.01}), "AdamW", "'weight_decay'", "-0.01");
+}
+
+TEST_CASE("Lookahead: invalid options name the field and the value") {
+  const slowmo::Sgd<float> base({.lr = 0.1});
+  CHECK_OPTION_ERROR(slowmo::Lookahead(base, {.k = 0}), "Lookahead", "'k'", "= 0 ");
+  CHECK_OPTION_ERROR(slowmo::Lookahead(base, {.k = -3}), "'k'", "-3");
+  CHECK_OPTION_ERROR(slowmo::Lookahead(base, {.alpha = 0.0}), "'alpha'", "= 0 ");
+  CHECK_OPTION_ERROR(slowmo::Lookahead(base, {.alpha = 1.5}), "'alpha'", "1.5");
+  CHECK_OPTION_ERROR(slowmo::Lookahead(base, {.alpha = kNaN}), "'alpha'", "nan");
+  CHECK_OPTION_ERROR(slowmo::Lookahead(base, {.base_state = slowmo::OnSync::average}), "'base_state'", "average");
+}
+
+TEST_CASE("Schedules: invalid parameters are reported when the optimizer is built") {
+  using namespace slowmo::schedule;
+  using SgdStep = slowmo::Sgd<float, StepDecay>;
+  using SgdCosine = slowmo::Sgd<float, Cosine>;
+  CHECK_OPTION_ERROR(SgdStep({.lr = 0.1}, {.step_size = 0}), "StepDecay", "'step_size'", "0");
+  CHECK_OPTION_ERROR(SgdCosine({.lr = 0.1}, {.total_steps = 10, .min_factor = 2}), "Cosine", "'min_factor'", "2");
+  CHECK_OPTION_ERROR(warmup_cosine(100, 50), "'warmup_steps'", "100");
+}
+
+TEST_CASE_TEMPLATE("step: mismatched, empty and changing sizes throw size_mismatch naming both sizes", T, float,
+                   double) {
+  auto check_sizes = [](auto opt) {
+    Vector<T> x = Vector<T>::Ones(4);
+    const Vector<T> g3 = Vector<T>::Ones(3), g4 = Vector<T>::Ones(4);
+    const Vector<T> x_before = x;
+    CHECK_THROWS_WITH_AS(opt.step(x, g3), doctest::Contains("gradient size 3 does not match parameter size 4"),
+                         slowmo::size_mismatch);
+    CHECK(x == x_before);  // nothing was touched
+    CHECK(opt.steps() == 0);
+    Vector<T> empty(0);
+    CHECK_THROWS_WITH_AS(opt.step(empty, Vector<T>(0)), doctest::Contains("parameter vector is empty"),
+                         slowmo::size_mismatch);
+    opt.step(x, g4);
+    Vector<T> x5 = Vector<T>::Ones(5);
+    CHECK_THROWS_WITH_AS(opt.step(x5, Vector<T>(Vector<T>::Ones(5))),
+                         doctest::Contains("parameter size 5 differs from the size 4"), slowmo::size_mismatch);
+  };
+  check_sizes(slowmo::Sgd<T>({.lr = 0.1, .momentum = 0.9}));
+  check_sizes(slowmo::Adam<T>({.lr = 0.1}));
+  check_sizes(slowmo::Lookahead(slowmo::Sgd<T>({.lr = 0.1}), {.k = 2}));
+}

@@ -1,0 +1,76 @@
+// Obviously-correct scalar reference implementations of the optimizers, written from the
+// PyTorch formulas (not from slowmo's code) in long double, one element at a time, and a
+// gradient oracle to drive multi-step trajectories.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace ref {
+
+using R = long double;
+
+/// A deterministic, non-trivial gradient for trajectory tests: a heterogeneous quadratic
+/// a_i (x_i - c_i) plus a step-dependent perturbation, so every coordinate sees a different
+/// and changing gradient (including sign changes).
+inline R gradient(int i, int t, R x) {
+  const R a = 0.5L + 0.25L * (i % 5);
+  const R c = 0.3L * std::sin(R(i));
+  return a * (x - c) + 0.2L * std::cos(R(3 * t + i));
+}
+
+inline std::vector<R> initial_point(int n) {
+  std::vector<R> x(n);
+  for (int i = 0; i < n; ++i) x[i] = 1.0L - 0.1L * i;
+  return x;
+}
+
+struct Sgd {
+  R lr, momentum = 0, dampening = 0, weight_decay = 0;
+  bool nesterov = false, maximize = false;
+  std::vector<R> buf{};
+  bool has_buf = false;
+
+  void step(std::vector<R>& p, const std::vector<R>& grad) {
+    if (buf.empty()) buf.assign(p.size(), 0);
+    for (size_t i = 0; i < p.size(); ++i) {
+      R g = maximize ? -grad[i] : grad[i];
+      if (weight_decay != 0) g = g + weight_decay * p[i];
+      if (momentum != 0) {
+        buf[i] = has_buf ? momentum * buf[i] + (1 - dampening) * g : g;
+        g = nesterov ? g + momentum * buf[i] : buf[i];
+      }
+      p[i] = p[i] - lr * g;
+    }
+    has_buf = true;
+  }
+};
+
+struct Adam {
+  R lr, beta1 = 0.9L, beta2 = 0.999L, eps = 1e-8L, weight_decay = 0;
+  bool amsgrad = false, maximize = false, decoupled = false;
+  std::vector<R> m{}, v{}, vmax{};
+  int t = 0;
+
+  void step(std::vector<R>& p, const std::vector<R>& grad) {
+    if (m.empty()) m.assign(p.size(), 0), v.assign(p.size(), 0), vmax.assign(p.size(), 0);
+    ++t;
+    const R bc1 = 1 - std::pow(beta1, R(t));
+    const R bc2 = 1 - std::pow(beta2, R(t));
+    for (size_t i = 0; i < p.size(); ++i) {
+      R g = maximize ? -grad[i] : grad[i];
+      if (decoupled)
+        p[i] = p[i] * (1 - lr * weight_decay);
+      else if (weight_decay != 0)
+        g = g + weight_decay * p[i];
+      m[i] = beta1 * m[i] + (1 - beta1) * g;
+      v[i] = beta2 * v[i] + (1 - beta2) * g * g;
+      R vhat = v[i];
+      if (amsgrad) vhat = vmax[i] = std::max(vmax[i], v[i]);
+      p[i] = p[i] - (lr / bc1) * m[i] / (std::sqrt(vhat) / std::sqrt(bc2) + eps);
+    }
+  }
+};
+
+}  // namespace ref
