@@ -108,8 +108,8 @@ void register_all(const char* tn) {
   benchmark::RegisterBenchmark(("nesterov" + s).c_str(), BM_Step<Nesterov<T>>, Nesterov<T>({.lr = 1e-3}), 5)
       ->Apply(sizes);
   // p, g, m, v read; p, m, v written (+ vmax read and written with amsgrad)
-  benchmark::RegisterBenchmark(("adam" + s).c_str(), BM_Step<Adam<T>>, Adam<T>({}), 7)->Apply(sizes);
-  benchmark::RegisterBenchmark(("adamw" + s).c_str(), BM_Step<AdamW<T>>, AdamW<T>({}), 7)->Apply(sizes);
+  benchmark::RegisterBenchmark(("adam" + s).c_str(), BM_Step<Adam<T>>, Adam<T>(), 7)->Apply(sizes);
+  benchmark::RegisterBenchmark(("adamw" + s).c_str(), BM_Step<AdamW<T>>, AdamW<T>(), 7)->Apply(sizes);
   benchmark::RegisterBenchmark(("adam_amsgrad" + s).c_str(), BM_Step<Adam<T>>, Adam<T>({.amsgrad = true}), 9)
       ->Apply(sizes);
   benchmark::RegisterBenchmark(("adam_three_expressions" + s).c_str(), BM_AdamThreeExpressions<T>)->Apply(sizes);

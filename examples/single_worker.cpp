@@ -1,7 +1,7 @@
 // single_worker: the single-worker optimizers on one least-squares problem.
 //
 // f(x) = |A x - b|^2 / (2 n) with a seeded random A (n = 400, d = 50); every optimizer
-// starts from 0 and takes 300 full-batch steps. Prints the loss and the distance to the
+// starts from 0 and takes 100 full-batch steps. Prints the loss and the distance to the
 // exact minimiser (from a QR solve) for each.
 #include <slowmo/slowmo.hpp>
 
@@ -32,7 +32,7 @@ struct LeastSquares {
 };
 
 template <slowmo::Optimizer Opt>
-bool run(const std::string& name, Opt opt, const LeastSquares& p, int steps = 300) {
+bool run(const std::string& name, Opt opt, const LeastSquares& p, int steps = 100) {
   Eigen::VectorXd x = Eigen::VectorXd::Zero(p.A.cols()), g(p.A.cols());
   const double start = p.loss(x);
   for (int t = 0; t < steps; ++t) {
@@ -40,7 +40,7 @@ bool run(const std::string& name, Opt opt, const LeastSquares& p, int steps = 30
     opt.step(x, g);
   }
   const double end = p.loss(x);
-  std::printf("  %-34s  %11.6f  %11.6f  %9.2e\n", name.c_str(), end, end - p.loss(p.x_star),
+  std::printf("  %-34s  %11.6f  %11.2e  %9.2e\n", name.c_str(), end, end - p.loss(p.x_star),
               (x - p.x_star).norm());
   return end < start;
 }
@@ -50,7 +50,7 @@ bool run(const std::string& name, Opt opt, const LeastSquares& p, int steps = 30
 int main() {
   using namespace slowmo;
   const LeastSquares p(42);
-  std::printf("least squares, n = %lld, d = %lld, 300 full-batch steps from x = 0\n",
+  std::printf("least squares, n = %lld, d = %lld, 100 full-batch steps from x = 0\n",
               static_cast<long long>(p.A.rows()), static_cast<long long>(p.A.cols()));
   std::printf("  %-34s  %11s  %11s  %9s\n", "optimizer", "loss", "excess", "|x - x*|");
   bool ok = true;
@@ -61,7 +61,7 @@ int main() {
   ok &= run("AdamW lr 0.05, weight_decay 1e-3", AdamW<double>({.lr = 0.05, .weight_decay = 1e-3}), p);
   ok &= run("Lookahead(Adam), k 5, alpha 0.5", Lookahead(Adam<double>({.lr = 0.05}), {.k = 5, .alpha = 0.5}), p);
   ok &= run("Nesterov, warm-up + cosine", Nesterov<double, schedule::Sequence<schedule::Linear, schedule::Cosine>>(
-                                                {.lr = 0.03}, schedule::warmup_cosine(20, 300)),
+                                                {.lr = 0.03}, schedule::warmup_cosine(10, 100)),
             p);
   return ok ? 0 : 1;
 }

@@ -31,13 +31,13 @@ SLOWMO_ALWAYS_INLINE void for_each_element_impl(Eigen::Index n, const Rule& rule
   static_assert((std::is_same_v<std::remove_const_t<Q>, T> && ...),
                 "slowmo: all buffers of one update must have the same scalar type");
   using P = Pack<T>;
-  Eigen::Index i = 0;
-  for (; i + P::size <= n; i += P::size) {
+  const Eigen::Index body = n - n % P::size;
+  for (Eigen::Index i = 0; i < body; i += P::size) {
     P v[sizeof...(Q)] = {P::load(ptrs + i)...};
     rule(v[I]...);
     (store_if_mutable(ptrs + i, v[I]), ...);
   }
-  for (; i < n; ++i) rule(ptrs[i]...);
+  for (Eigen::Index i = body; i < n; ++i) rule(ptrs[i]...);
 }
 
 /// Applies `rule` element-wise to n elements of each buffer, in one pass.
