@@ -65,3 +65,27 @@ bool finite(T v) {
 
 }  // namespace detail
 }  // namespace slowmo
+
+namespace slowmo {
+
+/// A communication operation failed: mismatched buffers or roots across workers, a peer
+/// out of range, a deadlock the backend detected. The message names the worker(s).
+class comm_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Thrown by a backend's run(...) when a worker's function failed: carries the rank of
+/// the worker whose failure came first (lowest rank among simultaneous failures), with the
+/// original exception nested (std::rethrow_if_nested reaches it).
+class worker_error : public std::runtime_error {
+ public:
+  worker_error(int rank, const std::string& what)
+      : std::runtime_error(detail::concat("worker ", rank, " failed: ", what)), rank_(rank) {}
+  int rank() const noexcept { return rank_; }
+
+ private:
+  int rank_;
+};
+
+}  // namespace slowmo

@@ -1,0 +1,77 @@
+// slowmo/comm/detail/local_comm.hpp — the communicator handed to each worker of an
+// in-process backend (simulator or threads), and the loop that runs the workers.
+#pragma once
+
+#include <exception>
+#include <span>
+#include <thread>
+#include <vector>
+
+#include "slowmo/comm/detail/engine.hpp"
+
+namespace slowmo::detail {
+
+class LocalComm {
+ public:
+  LocalComm(Engine& engine, int rank) : engine_(&engine), rank_(rank) {}
+
+  int rank() const { return rank_; }
+  int size() const { return engine_->size(); }
+
+  void all_reduce(std::span<float> buf, ReduceOp op) { engine_->all_reduce(rank_, buf, op); }
+  void all_reduce(std::span<double> buf, ReduceOp op) { engine_->all_reduce(rank_, buf, op); }
+  void broadcast(std::span<float> buf, int root) { engine_->broadcast(rank_, buf, root); }
+  void broadcast(std::span<double> buf, int root) { engine_->broadcast(rank_, buf, root); }
+  void barrier() { engine_->barrier(rank_); }
+  double exchange(std::span<const float> out, double weight, int dest, std::span<float> in, int source) {
+    return engine_->exchange(rank_, out, weight, dest, in, source);
+  }
+  double exchange(std::span<const double> out, double weight, int dest, std::span<double> in, int source) {
+    return engine_->exchange(rank_, out, weight, dest, in, source);
+  }
+  /// Seconds since the run started: virtual on the simulator, wall-clock on threads.
+  double now() const { return engine_->now(rank_); }
+
+ protected:
+  Engine* engine_;
+  int rank_;
+};
+
+/// Runs fn(comm) on every worker, each in its own thread, and waits for all. If workers
+/// failed, throws worker_error for the lowest failing rank, with the original nested.
+template <class Comm, class F>
+std::vector<WorkerStats> run_workers(Engine& engine, F& fn) {
+  const int m = engine.size();
+  std::vector<std::thread> threads;
+  threads.reserve(static_cast<std::size_t>(m));
+  for (int r = 0; r < m; ++r) {
+    threads.emplace_back([&engine, &fn, r] {
+      std::exception_ptr error;
+      engine.enter(r);
+      try {
+        Comm comm(engine, r);
+        fn(comm);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      engine.leave(r, error);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < m; ++r) {
+    if (std::exception_ptr e = engine.failure(r)) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        std::throw_with_nested(worker_error(r, ex.what()));
+      } catch (...) {
+        std::throw_with_nested(worker_error(r, "unknown exception"));
+      }
+    }
+  }
+  std::vector<WorkerStats> stats;
+  for (int r = 0; r < m; ++r) stats.push_back(engine.stats(r));
+  return stats;
+}
+
+}  // namespace slowmo::detail

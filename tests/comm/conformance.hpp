@@ -1,0 +1,186 @@
+// The communicator conformance suite, written once against the Communicator concept and
+// run on every backend (simulator, threads, MPI). Each check runs inside one worker and
+// throws conformance::failure on a wrong value, naming the worker, the check and the
+// index, so that the same code reports through doctest in-process and through the exit
+// code under mpiexec.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <numeric>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <slowmo/core/communicator.hpp>
+#include <slowmo/core/error.hpp>
+
+namespace conformance {
+
+struct failure : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+template <class... Parts>
+void expect(bool ok, const Parts&... parts) {
+  if (!ok) throw failure(slowmo::detail::concat(parts...));
+}
+
+/// Lets virtual time pass on the simulator, real time elsewhere.
+template <class C>
+void wait_seconds(C& comm, double s) {
+  if constexpr (requires { comm.advance(s); })
+    comm.advance(s);
+  else
+    std::this_thread::sleep_for(std::chrono::duration<double>(s));
+}
+
+inline const std::size_t sizes[] = {0, 1, 7, 1001, 100003};
+
+template <class T, slowmo::Communicator C>
+void all_reduce(C& comm) {
+  const int m = comm.size(), r = comm.rank();
+  for (std::size_t n : sizes) {
+    // x_r[i] = (i % 5) + (r - (m - 1) / 2): the sum over workers is m * (i % 5) and the
+    // average is (i % 5), both exact in float and double for the sizes used here.
+    std::vector<T> x(n);
+    auto fill = [&] {
+      for (std::size_t i = 0; i < n; ++i) x[i] = T(i % 5) + (T(r) - T(m - 1) / T(2));
+    };
+    fill();
+    comm.all_reduce(std::span<T>(x), slowmo::ReduceOp::sum);
+    for (std::size_t i = 0; i < n; ++i)
+      expect(x[i] == T(m) * T(i % 5), "worker ", r, ": all_reduce(sum) n = ", n, " index ", i, ": ", x[i],
+             " != ", T(m) * T(i % 5));
+    fill();
+    comm.all_reduce(std::span<T>(x), slowmo::ReduceOp::mean);
+    for (std::size_t i = 0; i < n; ++i)
+      expect(x[i] == T(i % 5), "worker ", r, ": all_reduce(mean) n = ", n, " index ", i, ": ", x[i], " != ", i % 5);
+  }
+  // A mean that is not a small integer: the correctly rounded average of 0.1 * (r + 1).
+  std::vector<T> y(3, T(0.1) * T(r + 1));
+  comm.all_reduce(std::span<T>(y), slowmo::ReduceOp::mean);
+  double exact = 0;
+  for (int q = 0; q < m; ++q) exact += double(T(0.1) * T(q + 1));
+  const double tol = 4.0 * m * double(std::numeric_limits<T>::epsilon()) * exact / m;
+  expect(std::abs(double(y[2]) - exact / m) <= tol, "worker ", r, ": all_reduce(mean) of 0.1 (r + 1): ", y[2],
+         " vs ", exact / m);
+}
+
+template <class T, slowmo::Communicator C>
+void broadcast(C& comm) {
+  const int m = comm.size(), r = comm.rank();
+  for (std::size_t n : sizes)
+    for (int root = 0; root < m; root += std::max(1, m / 3)) {
+      std::vector<T> x(n);
+      for (std::size_t i = 0; i < n; ++i) x[i] = T(1000 * r) + T(i % 101);
+      comm.broadcast(std::span<T>(x), root);
+      for (std::size_t i = 0; i < n; ++i)
+        expect(x[i] == T(1000 * root) + T(i % 101), "worker ", r, ": broadcast from ", root, " n = ", n, " index ", i,
+               ": ", x[i]);
+    }
+}
+
+/// Every worker sends to dest(r) and receives from source(r) in one exchange.
+template <class T, slowmo::Communicator C>
+void exchange_pattern(C& comm, int dest, int source, const char* pattern) {
+  const int r = comm.rank();
+  for (std::size_t n : sizes) {
+    std::vector<T> out(n), in(n, T(-1));
+    for (std::size_t i = 0; i < n; ++i) out[i] = T(r) + T(i % 17) / T(32);
+    const double w = comm.exchange(std::span<const T>(out), 0.5 + r, dest, std::span<T>(in), source);
+    expect(w == 0.5 + source, "worker ", r, ": exchange (", pattern, ") weight ", w, " from ", source);
+    for (std::size_t i = 0; i < n; ++i)
+      expect(in[i] == T(source) + T(i % 17) / T(32), "worker ", r, ": exchange (", pattern, ") n = ", n, " index ",
+             i, ": ", in[i], " from worker ", source);
+  }
+}
+
+template <class T, slowmo::Communicator C>
+void exchange(C& comm) {
+  const int m = comm.size(), r = comm.rank();
+  if (m < 2) return;
+  exchange_pattern<T>(comm, (r + 1) % m, (r + m - 1) % m, "ring");
+  exchange_pattern<T>(comm, (r + m - 1) % m, (r + 1) % m, "reverse ring");
+  for (int d = 1; d < m; d *= 2)  // the directed exponential graph's peers
+    exchange_pattern<T>(comm, (r + d) % m, (r + m - d) % m, "exponential graph");
+  // A permutation without fixed points: pairs (0 1)(2 3)..., the odd one out in a 3-cycle.
+  std::vector<int> to(static_cast<std::size_t>(m));
+  for (int q = 0; q + 1 < m; q += 2) to[std::size_t(q)] = q + 1, to[std::size_t(q + 1)] = q;
+  if (m % 2 == 1) to[std::size_t(m - 1)] = m - 3, to[std::size_t(m - 3)] = m - 2, to[std::size_t(m - 2)] = m - 1;
+  if (m == 3) to = {1, 2, 0};
+  int from = -1;
+  for (int q = 0; q < m; ++q)
+    if (to[std::size_t(q)] == r) from = q;
+  exchange_pattern<T>(comm, to[std::size_t(r)], from, "pairs");
+  // Several rounds in a row with no barrier between: messages must not mix.
+  for (int round = 0; round < 5; ++round) {
+    T out = T(r * 10 + round), in = T(-1);
+    comm.exchange(std::span<const T>(&out, 1), 0.0, (r + 1) % m, std::span<T>(&in, 1), (r + m - 1) % m);
+    expect(in == T(((r + m - 1) % m) * 10 + round), "worker ", r, ": exchange round ", round, " got ", in);
+  }
+}
+
+/// No worker leaves a barrier before the last one arrived: worker r arrives after r * 5 ms
+/// (virtual or real), so everyone leaves at >= (m - 1) * 5 ms.
+template <slowmo::Communicator C>
+void barrier(C& comm) {
+  const int m = comm.size(), r = comm.rank();
+  comm.barrier();
+  const double t0 = comm.now();
+  wait_seconds(comm, 0.005 * r);
+  comm.barrier();
+  const double waited = comm.now() - t0;
+  expect(waited >= 0.005 * (m - 1) * 0.999, "worker ", r, ": left the barrier after ", waited,
+         " s, before the last worker arrived at ", 0.005 * (m - 1), " s");
+  for (int i = 0; i < 5; ++i) comm.barrier();
+}
+
+template <slowmo::Communicator C>
+void rank_and_size(C& comm) {
+  const int m = comm.size(), r = comm.rank();
+  expect(m >= 1 && r >= 0 && r < m, "rank ", r, " size ", m);
+  std::vector<double> v{1.0, double(r)};
+  comm.all_reduce(std::span<double>(v), slowmo::ReduceOp::sum);
+  expect(v[0] == m && v[1] == m * (m - 1) / 2.0, "worker ", r, ": ranks are not 0..m-1 exactly once");
+}
+
+/// The whole suite.
+template <slowmo::Communicator C>
+void all(C& comm) {
+  rank_and_size(comm);
+  all_reduce<float>(comm);
+  all_reduce<double>(comm);
+  broadcast<float>(comm);
+  broadcast<double>(comm);
+  exchange<float>(comm);
+  exchange<double>(comm);
+  barrier(comm);
+}
+
+/// The fixed SPMD program for cross-backend comparisons: local steps of gradient descent
+/// on a worker-specific quadratic, an average every 5 steps, a gossip exchange every 7,
+/// a broadcast from a rotating root every 50. Returns the final parameters.
+template <slowmo::Communicator C>
+std::vector<double> spmd_program(C& comm, int steps = 300, std::size_t d = 257) {
+  const int m = comm.size(), r = comm.rank();
+  std::vector<double> x(d), in(d);
+  for (std::size_t i = 0; i < d; ++i) x[i] = std::sin(double(i + 1) * (r + 1));
+  for (int t = 1; t <= steps; ++t) {
+    for (std::size_t i = 0; i < d; ++i) {
+      const double c = std::cos(double(i) + r), a = 0.5 + 0.1 * ((i + std::size_t(r)) % 4);
+      x[i] -= 0.1 * a * (x[i] - c);
+    }
+    if (t % 5 == 0) comm.all_reduce(std::span<double>(x), slowmo::ReduceOp::mean);
+    if (t % 7 == 0 && m > 1) {
+      comm.exchange(std::span<const double>(x), 1.0, (r + 1) % m, std::span<double>(in), (r + m - 1) % m);
+      for (std::size_t i = 0; i < d; ++i) x[i] = 0.5 * (x[i] + in[i]);
+    }
+    if (t % 50 == 0) comm.broadcast(std::span<double>(x), (t / 50) % m);
+  }
+  return x;
+}
+
+}  // namespace conformance
