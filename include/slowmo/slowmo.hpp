@@ -1,6 +1,11 @@
-// slowmo/slowmo.hpp — everything that needs nothing beyond Eigen.
+// slowmo/slowmo.hpp — everything that needs nothing beyond Eigen (and std::thread):
+// optimizers, schedules, and the in-process communicators (simulator and threads). The
+// MPI backend is in slowmo/mpi.hpp.
 #pragma once
 
+#include "slowmo/comm/simulator.hpp"
+#include "slowmo/comm/threads.hpp"
+#include "slowmo/core/communicator.hpp"
 #include "slowmo/core/concepts.hpp"
 #include "slowmo/core/config.hpp"
 #include "slowmo/core/error.hpp"

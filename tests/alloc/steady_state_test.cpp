@@ -94,3 +94,38 @@ TEST_CASE_TEMPLATE("no heap allocation per step after the state exists", T, floa
   CHECK(allocations_in_steady_state(
             slowmo::Lookahead(slowmo::Adam<T>({.lr = 0.01}), {.k = 3, .base_state = slowmo::OnSync::reset})) == 0);
 }
+
+namespace {
+
+/// Every worker warms up (first collectives and messages create the engine's scratch and
+/// channel buffers), then runs 50 rounds of all_reduce, broadcast and ring exchange; worker
+/// 0 reads the allocation counter around those rounds, between barriers.
+template <class Run>
+long allocations_per_comm_rounds(Run run) {
+  long counted = -1;
+  run([&](auto& comm) {
+    const int m = comm.size(), r = comm.rank();
+    std::vector<float> x(1000, 1.0f), in(1000);
+    auto round = [&] {
+      comm.all_reduce(std::span<float>(x), slowmo::ReduceOp::mean);
+      comm.broadcast(std::span<float>(x), 0);
+      comm.exchange(std::span<const float>(x), 1.0, (r + 1) % m, std::span<float>(in), (r + m - 1) % m);
+    };
+    for (int i = 0; i < 3; ++i) round();
+    comm.barrier();
+    const long before = allocations.load();
+    comm.barrier();
+    for (int i = 0; i < 50; ++i) round();
+    comm.barrier();
+    if (r == 0) counted = allocations.load() - before;
+    comm.barrier();
+  });
+  return counted;
+}
+
+}  // namespace
+
+TEST_CASE("no heap allocation per communication round on the simulator and threads") {
+  CHECK(allocations_per_comm_rounds([](auto fn) { slowmo::sim::run({.workers = 4}, fn); }) == 0);
+  CHECK(allocations_per_comm_rounds([](auto fn) { slowmo::threads::run({.workers = 4}, fn); }) == 0);
+}

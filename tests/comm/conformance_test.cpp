@@ -44,3 +44,25 @@ TEST_CASE("cross-backend: the same SPMD program is bit-identical on the simulato
     CHECK(sim1[0] == sim1[static_cast<std::size_t>(m - 1)]);
   }
 }
+
+namespace {
+struct MissingBarrier {
+  int rank() const { return 0; }
+  int size() const { return 1; }
+  template <class T>
+  void all_reduce(std::span<T>, slowmo::ReduceOp) {}
+  template <class T>
+  void broadcast(std::span<T>, int) {}
+  template <class T>
+  double exchange(std::span<const T>, double, int, std::span<T>, int) {
+    return 0;
+  }
+  double now() const { return 0; }
+};
+struct Complete : MissingBarrier {
+  void barrier() {}
+};
+}  // namespace
+static_assert(!slowmo::Communicator<MissingBarrier>);
+static_assert(slowmo::Communicator<Complete>);
+static_assert(!slowmo::Communicator<int>);

@@ -1,7 +1,7 @@
 # Builds and runs tests/consumer against slowmo, either installed into a scratch prefix
 # (MODE=installed) or pulled in from source with FetchContent (MODE=fetchcontent).
 # Invoked by ctest with -DMODE -DSLOWMO_SOURCE_DIR -DSLOWMO_BUILD_DIR -DWORK_DIR
-# -DGENERATOR -DCXX_COMPILER.
+# -DGENERATOR -DCXX_COMPILER, and -DWITH_MPI=ON to also build against slowmo::mpi.
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
@@ -13,6 +13,9 @@ endfunction()
 file(REMOVE_RECURSE "${WORK_DIR}")
 set(args -S "${SLOWMO_SOURCE_DIR}/tests/consumer" -B "${WORK_DIR}/build" -G "${GENERATOR}"
   -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DSLOWMO_CONSUMER_MODE=${MODE})
+if(WITH_MPI)
+  list(APPEND args -DSLOWMO_CONSUMER_MPI=ON)
+endif()
 if(MODE STREQUAL "installed")
   run(${CMAKE_COMMAND} --install "${SLOWMO_BUILD_DIR}" --prefix "${WORK_DIR}/prefix")
   list(APPEND args "-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix")

@@ -1,0 +1,99 @@
+// Under mpiexec: the communicator conformance suite on MPI, the cross-backend program
+// against the simulator (within 1e-12 relative: MPI may add in another order), and the
+// validated mode's errors. Exit code 0 on success; failures are printed by rank.
+#include <slowmo/mpi.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+#include "comm/conformance.hpp"
+
+namespace {
+
+using conformance::expect;
+
+template <class F>
+std::string comm_error_of(F&& f) {
+  try {
+    f();
+  } catch (const slowmo::comm_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+void cross_backend(slowmo::mpi::Comm& comm) {
+  const int m = comm.size(), r = comm.rank();
+  const std::vector<double> mine = conformance::spmd_program(comm);
+  std::vector<double> reference;
+  slowmo::sim::run({.workers = m}, [&](slowmo::sim::Comm& c) {
+    auto x = conformance::spmd_program(c);
+    if (c.rank() == r) reference = x;
+  });
+  for (std::size_t i = 0; i < mine.size(); ++i)
+    expect(std::abs(mine[i] - reference[i]) <= 1e-12 * std::max(1.0, std::abs(reference[i])), "rank ", r,
+           ": cross-backend index ", i, ": mpi ", mine[i], " vs simulator ", reference[i]);
+}
+
+void validated_errors(slowmo::mpi::Comm& comm) {
+  const int m = comm.size(), r = comm.rank();
+  // Different lengths in one all_reduce: every rank throws, and the job goes on.
+  std::vector<float> x(r == m - 1 ? 5 : 4);
+  std::string e = comm_error_of([&] { comm.all_reduce(std::span<float>(x), slowmo::ReduceOp::sum); });
+  expect(e.find("mismatched collective") != std::string::npos && e.find("count over [4, 5]") != std::string::npos,
+         "rank ", r, ": all_reduce length mismatch gave '", e, "'");
+  // A mismatched root.
+  std::vector<double> y(3);
+  e = comm_error_of([&] { comm.broadcast(std::span<double>(y), r == 0 ? 1 : 0); });
+  expect(e.find("root over [0, 1]") != std::string::npos, "rank ", r, ": root mismatch gave '", e, "'");
+  // barrier against all_reduce
+  e = comm_error_of([&] {
+    if (r == 0)
+      comm.barrier();
+    else
+      comm.all_reduce(std::span<double>(y), slowmo::ReduceOp::mean);
+  });
+  expect(e.find("barrier") != std::string::npos, "rank ", r, ": kind mismatch gave '", e, "'");
+  // Peers out of range and self-exchange fail locally.
+  e = comm_error_of([&] { comm.exchange(std::span<const double>(y), 1.0, m, std::span<double>(y), 0); });
+  expect(e.find("out of range") != std::string::npos, "rank ", r, ": peer out of range gave '", e, "'");
+  e = comm_error_of([&] { comm.exchange(std::span<const double>(y), 1.0, r, std::span<double>(y), r); });
+  expect(e.find("cannot exchange with itself") != std::string::npos, "rank ", r, ": self exchange gave '", e, "'");
+  // A message of the wrong size: the receiver throws, the message is drained.
+  std::vector<double> out(r == 0 ? 3 : 4), in(4);
+  e = comm_error_of([&] {
+    comm.exchange(std::span<const double>(out), 1.0, (r + 1) % m, std::span<double>(in), (r + m - 1) % m);
+  });
+  if (r == 1 % m) expect(e.find("expected 4 values from rank 0, which sent 3") != std::string::npos, "rank ", r,
+                         ": wrong message size gave '", e, "'");
+  // After all that, the communicator still works.
+  conformance::rank_and_size(comm);
+}
+
+}  // namespace
+
+static_assert(slowmo::Communicator<slowmo::mpi::Comm>);
+
+int main(int argc, char** argv) {
+  return slowmo::mpi::run(argc, argv, [](slowmo::mpi::Comm& comm) {
+    int failed = 0;
+    auto section = [&](const char* name, auto&& f) {
+      try {
+        f();
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "rank %d: %s FAILED: %s\n", comm.rank(), name, e.what());
+        failed = 1;
+      }
+    };
+    section("conformance", [&] { conformance::all(comm); });
+    section("cross-backend", [&] { cross_backend(comm); });
+    section("validated errors", [&] { validated_errors(comm); });
+    // Everyone learns whether anyone failed.
+    double any = failed;
+    comm.all_reduce(std::span<double>(&any, 1), slowmo::ReduceOp::sum);
+    if (comm.rank() == 0)
+      std::printf("mpi conformance on %d ranks: %s\n", comm.size(), any == 0 ? "passed" : "FAILED");
+    return any == 0 ? 0 : 1;
+  });
+}

@@ -1,0 +1,15 @@
+# Runs COMMAND (a ;-list) with a TIMEOUT in seconds; passes when it exits non-zero before
+# the timeout and its output contains EXPECT. A hang or a zero exit fails.
+execute_process(COMMAND ${COMMAND} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT ${TIMEOUT})
+message("${out}${err}")
+if(rc MATCHES "timeout|Process terminated due to timeout")
+  message(FATAL_ERROR "the job did not end within ${TIMEOUT} s (${rc})")
+endif()
+if(rc EQUAL 0)
+  message(FATAL_ERROR "the job exited 0; expected a failure")
+endif()
+string(FIND "${out}${err}" "${EXPECT}" at)
+if(at EQUAL -1)
+  message(FATAL_ERROR "the output does not contain '${EXPECT}'")
+endif()
+message("ended with '${rc}' and the expected message")
