@@ -4,6 +4,7 @@
 #pragma once
 
 #include "slowmo/comm/simulator.hpp"
+#include "slowmo/comm/single_worker.hpp"
 #include "slowmo/comm/threads.hpp"
 #include "slowmo/core/communicator.hpp"
 #include "slowmo/core/concepts.hpp"
@@ -12,6 +13,12 @@
 #include "slowmo/core/schedule.hpp"
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
+#include "slowmo/dist/gradient_all_reduce.hpp"
+#include "slowmo/dist/local_sgd.hpp"
+#include "slowmo/dist/presets.hpp"
+#include "slowmo/dist/sgp.hpp"
+#include "slowmo/dist/slowmo.hpp"
+#include "slowmo/dist/topology.hpp"
 #include "slowmo/optim/adam.hpp"
 #include "slowmo/optim/lookahead.hpp"
 #include "slowmo/optim/sgd.hpp"

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "comm/conformance.hpp"
+#include "dist/zoo.hpp"
 
 namespace {
 
@@ -34,6 +35,22 @@ void cross_backend(slowmo::mpi::Comm& comm) {
   for (std::size_t i = 0; i < mine.size(); ++i)
     expect(std::abs(mine[i] - reference[i]) <= 1e-12 * std::max(1.0, std::abs(reference[i])), "rank ", r,
            ": cross-backend index ", i, ": mpi ", mine[i], " vs simulator ", reference[i]);
+}
+
+/// Every distributed algorithm on MPI against the simulator (double, 1e-12 relative).
+void algorithms(slowmo::mpi::Comm& comm) {
+  const int m = comm.size(), r = comm.rank();
+  const auto mine = zoo::run_all<double>(comm);
+  std::map<std::string, std::vector<double>> reference;
+  slowmo::sim::run({.workers = m}, [&](slowmo::sim::Comm& c) {
+    auto all = zoo::run_all<double>(c);
+    if (c.rank() == r) reference = all;
+  });
+  expect(mine.size() == reference.size() && mine.size() >= 11, "rank ", r, ": ran ", mine.size(), " algorithms");
+  for (const auto& [name, x] : reference)
+    for (std::size_t i = 0; i < x.size(); ++i)
+      expect(std::abs(mine.at(name)[i] - x[i]) <= 1e-12 * std::max(1.0, std::abs(x[i])), "rank ", r, ": ", name,
+             " index ", i, ": mpi ", mine.at(name)[i], " vs simulator ", x[i]);
 }
 
 void validated_errors(slowmo::mpi::Comm& comm) {
@@ -88,6 +105,7 @@ int main(int argc, char** argv) {
     };
     section("conformance", [&] { conformance::all(comm); });
     section("cross-backend", [&] { cross_backend(comm); });
+    section("algorithms", [&] { algorithms(comm); });
     section("validated errors", [&] { validated_errors(comm); });
     // Everyone learns whether anyone failed.
     double any = failed;

@@ -78,4 +78,13 @@ void reset_state(Opt& opt) {
   });
 }
 
+/// Tells an optimizer that its parameters were overwritten from outside (a SlowMo outer
+/// step sets every worker's x to the new x0). Optimizers that keep their own copy of the
+/// parameters (Lookahead's slow weights, Sgp's push-sum numerator) implement
+/// `rebase(x)` to re-anchor it; for the others this does nothing.
+template <class Opt, class X>
+void rebase(Opt& opt, const X& x) {
+  if constexpr (requires { opt.rebase(x); }) opt.rebase(x);
+}
+
 }  // namespace slowmo

@@ -47,6 +47,12 @@ class Lookahead {
     }
   }
 
+  /// The parameters were overwritten from outside (an outer step): the slow weights follow.
+  void rebase(ConstVectorRef<scalar_type> x) {
+    if (slow_.size() == x.size()) slow_ = x;
+    slowmo::rebase(base_, x);
+  }
+
   scalar_type last_lr() const { return base_.last_lr(); }
   std::int64_t steps() const { return steps_; }
   const LookaheadOptions& options() const { return options_; }

@@ -1,0 +1,71 @@
+// slowmo/dist/gradient_all_reduce.hpp — GradientAllReduce<Base, Comm>: synchronous
+// data-parallel training (AR-SGD, AR-Adam): average the gradients every step.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+
+#include "slowmo/core/communicator.hpp"
+#include "slowmo/core/concepts.hpp"
+#include "slowmo/core/state.hpp"
+#include "slowmo/core/vector.hpp"
+
+namespace slowmo {
+
+/// Gradient all-reduce (AR-SGD, AR-Adam, ...): every step averages the gradients over the
+/// workers, then the base steps with the average, so all replicas stay identical.
+struct GradientAllReduceOptions {
+  bool broadcast_initial = true;  ///< first step: every worker starts from worker 0's parameters
+};
+
+template <class Base, class Comm>
+class GradientAllReduce {
+  static_assert(check_optimizer<Base>(), "slowmo::GradientAllReduce<Base, Comm>: Base must model slowmo::Optimizer");
+  static_assert(check_communicator<Comm>(),
+                "slowmo::GradientAllReduce<Base, Comm>: Comm must model slowmo::Communicator");
+
+ public:
+  using scalar_type = typename Base::scalar_type;
+  using options_type = GradientAllReduceOptions;
+  using base_type = Base;
+  using comm_type = Comm;
+
+  GradientAllReduce(Base base, Comm& comm, GradientAllReduceOptions options = {})
+      : options_(options), base_(std::move(base)), comm_(&comm) {}
+
+  void step(VectorRef<scalar_type> x, ConstVectorRef<scalar_type> g) {
+    detail::check_step_sizes("GradientAllReduce", x.size(), g.size(), grad_.size() > 0 ? grad_.size() : -1);
+    if (grad_.size() == 0) {
+      grad_.resize(g.size());  // the only allocation
+      if (options_.broadcast_initial) comm_->broadcast(as_span(x), 0);
+    }
+    grad_ = g;
+    comm_->all_reduce(as_span(grad_), ReduceOp::mean);
+    base_.step(x, grad_);
+  }
+
+  scalar_type last_lr() const { return base_.last_lr(); }
+  std::int64_t steps() const { return base_.steps(); }
+  const Base& base() const { return base_; }
+  Base& base() { return base_; }
+  void rebase(ConstVectorRef<scalar_type> x) { slowmo::rebase(base_, x); }
+
+  template <class V>
+  void visit_state(V&& v, const StateScope* scope = nullptr) {
+    const StateScope base_scope{"base", scope};
+    base_.visit_state(v, &base_scope);
+  }
+  template <class V>
+  void visit_state(V&& v, const StateScope* scope = nullptr) const {
+    const StateScope base_scope{"base", scope};
+    base_.visit_state(v, &base_scope);
+  }
+
+ private:
+  GradientAllReduceOptions options_;
+  Base base_;
+  Comm* comm_;
+  Vector<scalar_type> grad_;
+};
+
+}  // namespace slowmo

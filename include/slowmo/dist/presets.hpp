@@ -1,0 +1,82 @@
+// slowmo/dist/presets.hpp — published algorithms as configurations of the combinators,
+// with their published defaults.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+
+#include "slowmo/comm/single_worker.hpp"
+#include "slowmo/dist/local_sgd.hpp"
+#include "slowmo/dist/slowmo.hpp"
+#include "slowmo/optim/adam.hpp"
+
+namespace slowmo {
+
+/// Local SGD: average every H local steps, base state kept.
+template <class Base, class Comm>
+LocalSgd<Base, Comm> local_sgd(Base base, Comm& comm, std::int64_t H) {
+  return LocalSgd<Base, Comm>(std::move(base), comm, {.H = H});
+}
+
+/// BMUF, blockwise model-update filtering (Chen & Huo, ICASSP 2016): after each block of
+/// tau local steps, Delta = eta Delta + zeta (x_bar - x0) and x0 += Delta; with Nesterov
+/// block momentum the workers restart from x0 + eta Delta. This is SlowMo on the raw
+/// pseudo-gradient with alpha = zeta, beta = eta (and the outer Nesterov rule for NBM).
+struct BmufOptions {
+  std::int64_t tau = 48;        ///< local steps per block
+  double block_momentum = -1;   ///< eta; the published default 1 - 1/m when left negative
+  double block_lr = 1.0;        ///< zeta
+  bool nesterov = false;        ///< Nesterov block momentum (NBM)
+  OnSync base_state = OnSync::keep;
+};
+
+template <class Base, class Comm>
+SlowMo<Base, Comm> bmuf(Base base, Comm& comm, BmufOptions o = {}) {
+  const double eta = o.block_momentum < 0 ? 1.0 - 1.0 / comm.size() : o.block_momentum;
+  return SlowMo<Base, Comm>(std::move(base), comm,
+                            {.tau = o.tau,
+                             .alpha = o.block_lr,
+                             .beta = eta,
+                             .base_state = o.base_state,
+                             .nesterov = o.nesterov,
+                             .divide_by_lr = false});
+}
+
+/// DiLoCo (Douillard et al. 2023): AdamW inner optimizer, H inner steps, then an outer
+/// Nesterov step (lr 0.7, momentum 0.9) on the raw pseudo-gradient x0 - x_bar; the inner
+/// optimizer's state is kept across rounds.
+struct DiLoCoOptions {
+  std::int64_t H = 500;
+  double inner_lr = 4e-4;
+  double inner_weight_decay = 0.1;
+  std::array<double, 2> inner_betas = {0.9, 0.95};
+  double outer_lr = 0.7;
+  double outer_momentum = 0.9;
+};
+
+template <Real T, class Comm>
+SlowMo<AdamW<T>, Comm> diloco(Comm& comm, DiLoCoOptions o = {}) {
+  return SlowMo<AdamW<T>, Comm>(
+      AdamW<T>({.lr = o.inner_lr, .betas = o.inner_betas, .weight_decay = o.inner_weight_decay}), comm,
+      {.tau = o.H,
+       .alpha = o.outer_lr,
+       .beta = o.outer_momentum,
+       .base_state = OnSync::keep,
+       .nesterov = true,
+       .divide_by_lr = false});
+}
+
+/// Lookahead (k, alpha) written as SlowMo with one worker and beta = 0:
+///   x0 = x0 - alpha (x0 - x_k), every k steps.
+template <class Base>
+SlowMo<Base, SingleWorker> lookahead_as_slowmo(Base base, std::int64_t k, double alpha) {
+  static SingleWorker solo;  // stateless
+  return SlowMo<Base, SingleWorker>(std::move(base), solo,
+                                    {.tau = k,
+                                     .alpha = alpha,
+                                     .beta = 0.0,
+                                     .base_state = OnSync::keep,
+                                     .divide_by_lr = false});
+}
+
+}  // namespace slowmo

@@ -1,0 +1,124 @@
+// slowmo/dist/sgp.hpp — Sgp<Base, Comm, Topology>: Stochastic Gradient Push (Assran,
+// Loizou, Ballas, Rabbat, ICML 2019, Algorithm 1): local steps on a push-sum numerator,
+// mixed with out-peers over a time-varying directed graph, no global synchronisation.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+
+#include "slowmo/core/communicator.hpp"
+#include "slowmo/core/concepts.hpp"
+#include "slowmo/core/for_each.hpp"
+#include "slowmo/core/state.hpp"
+#include "slowmo/core/vector.hpp"
+#include "slowmo/dist/detail/sync.hpp"
+#include "slowmo/dist/rules.hpp"
+#include "slowmo/dist/topology.hpp"
+
+namespace slowmo {
+
+/// Each worker keeps a numerator x_i and a weight w_i (initially its parameters and 1) and
+/// the user holds the de-biased model z_i = x_i / w_i: the gradient is evaluated at z, and
+/// step(z, g) does
+///   x_i = base step of x_i with g                       (local optimisation)
+///   send x_i / (k + 1) and w_i / (k + 1) to each of the k out-peers of this round,
+///   keep the same share, add what the k in-peers sent   (push-sum, column stochastic)
+///   z_i = x_i / w_i.
+/// The sums over workers of x and of w are preserved by every round.
+template <class Base, class Comm, Topology Graph = ExponentialGraph>
+class Sgp {
+  static_assert(check_optimizer<Base>(), "slowmo::Sgp<Base, Comm>: Base must model slowmo::Optimizer");
+  static_assert(check_communicator<Comm>(), "slowmo::Sgp<Base, Comm>: Comm must model slowmo::Communicator");
+
+ public:
+  using scalar_type = typename Base::scalar_type;
+  using base_type = Base;
+  using comm_type = Comm;
+  using topology_type = Graph;
+
+  /// The topology must span the communicator's workers, e.g. ExponentialGraph(comm.size(), 1).
+  Sgp(Base base, Comm& comm, Graph graph) : base_(std::move(base)), comm_(&comm), graph_(std::move(graph)) {
+    detail::require_option(graph_.size() == comm.size(), "Sgp", "topology size", graph_.size(),
+                           detail::concat("must equal the number of workers, ", comm.size()));
+  }
+  /// The exponential graph (or ring) with `peers` out-peers per round over all workers.
+  Sgp(Base base, Comm& comm, int peers = 1) : Sgp(std::move(base), comm, make_graph(comm, peers)) {}
+
+  void step(VectorRef<scalar_type> z, ConstVectorRef<scalar_type> g) {
+    detail::check_step_sizes("Sgp", z.size(), g.size(), num_.size() > 0 ? num_.size() : -1);
+    if (num_.size() == 0) {  // the state's only allocations
+      num_ = z;
+      share_.resize(z.size());
+      received_.resize(z.size());
+      if (graph_.peers() > 1) extra_.resize(z.size());
+    }
+    base_.step(num_, g);
+    const int k = graph_.peers();
+    const int me = comm_->rank();
+    detail::for_each_element(z.size(), rules::PushSumShare<scalar_type>{scalar_type(1.0 / (k + 1))}, share_.data(),
+                             num_.data());
+    const double w_share = weight_ / (k + 1);
+    double w_in = 0;
+    for (int j = 0; j < k; ++j) {
+      auto& into = j == 0 ? received_ : extra_;
+      w_in += comm_->exchange(as_span(std::as_const(share_)), w_share, graph_.out_peer(me, round_, j), as_span(into),
+                              graph_.in_peer(me, round_, j));
+      if (j > 0) received_ += extra_;
+    }
+    weight_ = w_share + w_in;
+    detail::for_each_element(z.size(), rules::PushSumCombine<scalar_type>{scalar_type(weight_)}, num_.data(), z.data(),
+                             share_.data(), received_.data());
+    ++round_;
+  }
+
+  /// The parameters were set from outside (a SlowMo outer step, identical on all workers):
+  /// restart push-sum from them with weight 1.
+  void rebase(ConstVectorRef<scalar_type> z) {
+    if (num_.size() == z.size()) num_ = z;
+    weight_ = 1.0;
+    slowmo::rebase(base_, z);
+  }
+
+  scalar_type last_lr() const { return base_.last_lr(); }
+  std::int64_t steps() const { return round_; }
+  double weight() const { return weight_; }
+  const Vector<scalar_type>& numerator() const { return num_; }
+  const Graph& topology() const { return graph_; }
+  const Base& base() const { return base_; }
+  Base& base() { return base_; }
+
+  template <class V>
+  void visit_state(V&& v, const StateScope* scope = nullptr) {
+    visit(*this, v, scope);
+  }
+  template <class V>
+  void visit_state(V&& v, const StateScope* scope = nullptr) const {
+    visit(*this, v, scope);
+  }
+
+ private:
+  static Graph make_graph(const Comm& comm, int peers) {
+    detail::require_option(peers >= 1 && peers <= comm.size() - 1, "Sgp", "peers", peers,
+                           detail::concat("must be in [1, m - 1] = [1, ", comm.size() - 1, "] for ", comm.size(),
+                                          " workers"));
+    return Graph(comm.size(), peers);
+  }
+
+  template <class Self, class V>
+  static void visit(Self& self, V& v, const StateScope* scope) {
+    v(StateKey{"numerator", scope}, self.num_, StateKind::anchor);
+    v(StateKey{"push_sum_weight", scope}, self.weight_, StateKind::anchor);
+    v(StateKey{"round", scope}, self.round_, StateKind::progress);
+    const StateScope base_scope{"base", scope};
+    self.base_.visit_state(v, &base_scope);
+  }
+
+  Base base_;
+  Comm* comm_;
+  Graph graph_;
+  Vector<scalar_type> num_, share_, received_, extra_;
+  double weight_ = 1.0;
+  std::int64_t round_ = 0;
+};
+
+}  // namespace slowmo
