@@ -140,7 +140,8 @@ class Engine {
   }
 
   std::exception_ptr failure(int r) const { return workers_[static_cast<std::size_t>(r)].failure; }
-  WorkerStats stats(int r) const {
+  WorkerStats stats(int r) {
+    std::lock_guard lk(mu_);
     const Worker& w = workers_[static_cast<std::size_t>(r)];
     return {w.clock, w.bytes_sent, w.messages_sent};
   }

@@ -31,6 +31,8 @@ class LocalComm {
   }
   /// Seconds since the run started: virtual on the simulator, wall-clock on threads.
   double now() const { return engine_->now(rank_); }
+  /// Payload bytes this worker has put on the (modelled) network so far.
+  std::uint64_t bytes_sent() const { return engine_->stats(rank_).bytes_sent; }
 
  protected:
   Engine* engine_;
