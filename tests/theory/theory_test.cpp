@@ -109,8 +109,10 @@ TEST_CASE("3. outer heavy-ball and Nesterov rates: measured contraction within 2
   const int K = 5;
   const double h = slowmo::theory::outer_contraction_gap(eta, K, drift_a);
   const double x_hat = slowmo::theory::client_drift_fixed_point(eta, K, drift_a, drift_c);
+  // alpha h well below 1 keeps the rates above 0.6, so that the measured window spans
+  // dozens of outer steps and the envelope of oscillating errors is resolved.
   for (bool nesterov : {false, true})
-    for (double alpha : {1.0, 0.6})
+    for (double alpha : {0.3, 0.6})
       for (double beta : {0.0, 0.3, 0.6, 0.9}) {
         CAPTURE(nesterov);
         CAPTURE(alpha);
@@ -120,7 +122,10 @@ TEST_CASE("3. outer heavy-ball and Nesterov rates: measured contraction within 2
         std::vector<double> e;
         for (double v : x0) e.push_back(v - x_hat);
         const double predicted = slowmo::theory::outer_rate(alpha, beta, h, nesterov);
-        CHECK(slowmo::theory::measured_rate(e) == doctest::Approx(predicted).epsilon(0.02));
+        const double measured = slowmo::theory::measured_rate(e);
+        CAPTURE(measured);
+        CAPTURE(predicted);
+        CHECK(std::abs(measured - predicted) <= 0.02 * predicted);
       }
 }
 

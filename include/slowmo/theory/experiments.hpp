@@ -74,23 +74,27 @@ inline std::vector<double> slowmo_outer_iterates(const problems::Quadratic& p, d
   return x0;
 }
 
-/// Contraction per outer step measured on a series of errors e_t, from where |e| first
-/// falls below `from` * |e_0| to where it falls below `to` * |e_0| (the slower mode then
-/// dominates, and double precision still resolves e); uses |(e_t, e_{t-1})| so that
-/// oscillating errors are measured by their envelope.
-inline double measured_rate(const std::vector<double>& e, double from = 1e-2, double to = 1e-9) {
-  auto norm = [&](std::size_t t) { return std::hypot(e[t], t > 0 ? e[t - 1] : 0.0); };
-  const double n0 = norm(1);
+/// Contraction per outer step measured on a series of errors e_t. Oscillating errors (complex
+/// roots) are followed by their envelope, env_t = max(|e_t|, ..., |e_{t+W-1}|) with W = 8;
+/// the rate is the geometric mean decay of env from where it first falls below
+/// `from` * env_0 (the faster mode has died out) to where it falls below `to` * env_0
+/// (double precision still resolves e). NaN if the series does not get that far.
+inline double measured_rate(const std::vector<double>& e, double from = 1e-2, double to = 1e-10) {
+  const std::size_t W = 8;
+  if (e.size() <= W) return std::nan("");
+  std::vector<double> env(e.size() - W + 1);
+  for (std::size_t t = 0; t < env.size(); ++t)
+    for (std::size_t k = 0; k < W; ++k) env[t] = std::max(env[t], std::abs(e[t + k]));
   std::size_t t1 = 0, t2 = 0;
-  for (std::size_t t = 1; t < e.size(); ++t) {
-    if (!t1 && norm(t) < from * n0) t1 = t;
-    if (t1 && norm(t) < to * n0) {
+  for (std::size_t t = 1; t < env.size(); ++t) {
+    if (!t1 && env[t] < from * env[0]) t1 = t;
+    if (t1 && env[t] < to * env[0]) {
       t2 = t;
       break;
     }
   }
   if (!t1 || !t2) return std::nan("");
-  return std::exp((std::log(norm(t2)) - std::log(norm(t1))) / double(t2 - t1));
+  return std::exp((std::log(env[t2]) - std::log(env[t1])) / double(t2 - t1));
 }
 
 /// Stationary variance of Lookahead's slow weights (sampled at every sync) divided by that
