@@ -13,6 +13,10 @@ namespace slowmo {
 
 class SingleWorker {
  public:
+  /// Its collectives never read or write the buffers, so they may live in any memory
+  /// space (a device optimizer can use lookahead_as_slowmo too).
+  static constexpr bool accepts_device_memory = true;
+
   int rank() const { return 0; }
   int size() const { return 1; }
   template <class T>

@@ -5,6 +5,7 @@
 #include <concepts>
 #include <cstdint>
 
+#include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
 
@@ -21,10 +22,14 @@ struct AnyStateVisitor {
 template <class O>
 concept HasScalarType = requires { typename O::scalar_type; } && Real<typename O::scalar_type>;
 
+/// step(x, g) on its space's vectors: Vector<scalar_type> for the host (the default),
+/// device vectors for slowmo::cuda::Device.
 template <class O>
-concept HasStep = requires(O& o, Vector<typename O::scalar_type>& x, const Vector<typename O::scalar_type>& g) {
-  o.step(x, g);
-};
+concept HasStep = MemorySpace<space_of_t<O>> &&
+                  requires(O& o, typename space_of_t<O>::template vector<typename O::scalar_type>& x,
+                           const typename space_of_t<O>::template vector<typename O::scalar_type>& g) {
+                    o.step(x, g);
+                  };
 
 template <class O>
 concept HasLastLr = requires(const O& o) {
@@ -46,7 +51,9 @@ concept HasVisitState = requires(O& o, const O& co, AnyStateVisitor v) {
 
 /// A single-worker optimizer (or a combinator that looks like one to whoever wraps it):
 ///  - `scalar_type`: float or double;
-///  - `step(x, g)`: updates the parameters x in place from the gradient g;
+///  - `step(x, g)`: updates the parameters x in place from the gradient g, both vectors of
+///    its memory space (`space_type`, core/space.hpp; Host, i.e. Vector<scalar_type>, when
+///    the optimizer declares none);
 ///  - `last_lr()`: the learning rate gamma it used on its last step (combinators read it);
 ///  - `steps()`: how many steps it has taken;
 ///  - `visit_state(v)` (const and non-const): enumerates its state (see core/state.hpp).
@@ -63,7 +70,7 @@ consteval bool check_optimizer() {
   if constexpr (detail::HasScalarType<O>) {
     static_assert(detail::HasStep<O>,
                   "slowmo: not an Optimizer: it needs `step(x, g)` accepting Vector<scalar_type> parameters "
-                  "and gradient");
+                  "and gradient (or its space_type's vectors)");
     static_assert(detail::HasLastLr<O>,
                   "slowmo: not an Optimizer: it needs `last_lr() const` returning the learning rate of its last "
                   "step");

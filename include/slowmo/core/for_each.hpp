@@ -4,7 +4,8 @@
 // A rule is a callable object whose call operator is a template over the value type V and
 // takes one argument per buffer: `V&` for a buffer it updates, `const V&` for one it only
 // reads. The driver instantiates it with detail::Pack<T> (SIMD) for the body and with T
-// for the tail; CUDA kernels instantiate the same rule with T.
+// for the tail; the CUDA kernel (slowmo/cuda/for_each.hpp) instantiates the same rule with a
+// scalar whose operations are the same IEEE-754 roundings (no contraction into FMA).
 #pragma once
 
 #include <Eigen/Core>

@@ -5,7 +5,8 @@
 //     template <class Visitor> void visit_state(Visitor&& v, const StateScope* scope = nullptr);
 //
 // calling v(key, ref, kind) once per entry, in a fixed order, where `ref` is a reference to
-// a Vector<T> (a buffer), a std::int64_t (a counter) or a T (a scalar), and `kind` says how
+// a buffer (a Vector<T>, or the vector type of the optimizer's memory space, e.g. a
+// device vector), a std::int64_t (a counter) or a T (a scalar), and `kind` says how
 // the entry behaves when the owner re-initialises it. That one hook serves the reset / keep /
 // average policies at synchronisation points, checkpointing and tests.
 #pragma once

@@ -7,6 +7,7 @@
 
 #include "slowmo/core/communicator.hpp"
 #include "slowmo/core/concepts.hpp"
+#include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
 
@@ -23,9 +24,16 @@ class GradientAllReduce {
   static_assert(check_optimizer<Base>(), "slowmo::GradientAllReduce<Base, Comm>: Base must model slowmo::Optimizer");
   static_assert(check_communicator<Comm>(),
                 "slowmo::GradientAllReduce<Base, Comm>: Comm must model slowmo::Communicator");
+  static_assert(space_of_t<Base>::template communicates_with<Comm>,
+                "slowmo::GradientAllReduce<Base, Comm>: the base keeps its parameters in a memory space this "
+                "communicator cannot read (device memory needs a device communicator such as slowmo::cuda::Nccl)");
 
  public:
   using scalar_type = typename Base::scalar_type;
+  using space_type = space_of_t<Base>;  // buffers and outer updates live where the base's do
+  using vector_type = typename space_type::template vector<scalar_type>;
+  using ref_type = typename space_type::template ref<scalar_type>;
+  using const_ref_type = typename space_type::template const_ref<scalar_type>;
   using options_type = GradientAllReduceOptions;
   using base_type = Base;
   using comm_type = Comm;
@@ -33,7 +41,7 @@ class GradientAllReduce {
   GradientAllReduce(Base base, Comm& comm, GradientAllReduceOptions options = {})
       : options_(options), base_(std::move(base)), comm_(&comm) {}
 
-  void step(VectorRef<scalar_type> x, ConstVectorRef<scalar_type> g) {
+  void step(ref_type x, const_ref_type g) {
     detail::check_step_sizes("GradientAllReduce", x.size(), g.size(), grad_.size() > 0 ? grad_.size() : -1);
     if (grad_.size() == 0) {
       grad_.resize(g.size());  // the only allocation
@@ -48,7 +56,7 @@ class GradientAllReduce {
   std::int64_t steps() const { return base_.steps(); }
   const Base& base() const { return base_; }
   Base& base() { return base_; }
-  void rebase(ConstVectorRef<scalar_type> x) { slowmo::rebase(base_, x); }
+  void rebase(const_ref_type x) { slowmo::rebase(base_, x); }
 
   template <class V>
   void visit_state(V&& v, const StateScope* scope = nullptr) {
@@ -65,7 +73,7 @@ class GradientAllReduce {
   GradientAllReduceOptions options_;
   Base base_;
   Comm* comm_;
-  Vector<scalar_type> grad_;
+  vector_type grad_;
 };
 
 }  // namespace slowmo

@@ -8,6 +8,7 @@
 
 #include "slowmo/core/communicator.hpp"
 #include "slowmo/core/concepts.hpp"
+#include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
 #include "slowmo/dist/detail/sync.hpp"
@@ -28,9 +29,16 @@ template <class Base, class Comm>
 class LocalSgd {
   static_assert(check_optimizer<Base>(), "slowmo::LocalSgd<Base, Comm>: Base must model slowmo::Optimizer");
   static_assert(check_communicator<Comm>(), "slowmo::LocalSgd<Base, Comm>: Comm must model slowmo::Communicator");
+  static_assert(space_of_t<Base>::template communicates_with<Comm>,
+                "slowmo::LocalSgd<Base, Comm>: the base keeps its parameters in a memory space this communicator cannot "
+                "read (device memory needs a device communicator such as slowmo::cuda::Nccl)");
 
  public:
   using scalar_type = typename Base::scalar_type;
+  using space_type = space_of_t<Base>;  // buffers and outer updates live where the base's do
+  using vector_type = typename space_type::template vector<scalar_type>;
+  using ref_type = typename space_type::template ref<scalar_type>;
+  using const_ref_type = typename space_type::template const_ref<scalar_type>;
   using options_type = LocalSgdOptions;
   using base_type = Base;
   using comm_type = Comm;
@@ -38,7 +46,7 @@ class LocalSgd {
   LocalSgd(Base base, Comm& comm, LocalSgdOptions options = {})
       : options_(validated(options)), base_(std::move(base)), comm_(&comm) {}
 
-  void step(VectorRef<scalar_type> x, ConstVectorRef<scalar_type> g) {
+  void step(ref_type x, const_ref_type g) {
     detail::check_step_sizes("LocalSgd", x.size(), g.size(), size_ > 0 ? size_ : -1);
     if (size_ == 0) {
       size_ = x.size();
@@ -68,7 +76,7 @@ class LocalSgd {
   const LocalSgdOptions& options() const { return options_; }
   const Base& base() const { return base_; }
   Base& base() { return base_; }
-  void rebase(ConstVectorRef<scalar_type> x) { slowmo::rebase(base_, x); }
+  void rebase(const_ref_type x) { slowmo::rebase(base_, x); }
 
   template <class V>
   void visit_state(V&& v, const StateScope* scope = nullptr) {
@@ -96,7 +104,7 @@ class LocalSgd {
   LocalSgdOptions options_;
   Base base_;
   Comm* comm_;
-  Vector<scalar_type> grad_;  // averaged gradient during warm-up
+  vector_type grad_;  // averaged gradient during warm-up
   Eigen::Index size_ = 0;
   std::int64_t steps_ = 0;
 };

@@ -54,10 +54,12 @@ struct DiLoCoOptions {
   double outer_momentum = 0.9;
 };
 
-template <Real T, class Comm>
-SlowMo<AdamW<T>, Comm> diloco(Comm& comm, DiLoCoOptions o = {}) {
-  return SlowMo<AdamW<T>, Comm>(
-      AdamW<T>({.lr = o.inner_lr, .betas = o.inner_betas, .weight_decay = o.inner_weight_decay}), comm,
+/// `diloco<float>(comm)` on the host; `diloco<float, slowmo::cuda::Device>(nccl)` on the GPU.
+template <Real T, MemorySpace Space = Host, class Comm>
+SlowMo<AdamW<T, schedule::Constant, Space>, Comm> diloco(Comm& comm, DiLoCoOptions o = {}) {
+  using Inner = AdamW<T, schedule::Constant, Space>;
+  return SlowMo<Inner, Comm>(
+      Inner({.lr = o.inner_lr, .betas = o.inner_betas, .weight_decay = o.inner_weight_decay}), comm,
       {.tau = o.H,
        .alpha = o.outer_lr,
        .beta = o.outer_momentum,

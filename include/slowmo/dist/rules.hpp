@@ -56,4 +56,13 @@ struct PushSumCombine {
   }
 };
 
+/// Push-sum with k > 1 out-peers: the messages from the other in-peers add up,
+/// received = received + extra.
+struct AddTo {
+  template <class V>
+  SLOWMO_HOST_DEVICE void operator()(V& received, const V& extra) const {
+    received = received + extra;
+  }
+};
+
 }  // namespace slowmo::rules

@@ -8,7 +8,7 @@
 
 #include "slowmo/core/communicator.hpp"
 #include "slowmo/core/concepts.hpp"
-#include "slowmo/core/for_each.hpp"
+#include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
 #include "slowmo/dist/detail/sync.hpp"
@@ -29,9 +29,16 @@ template <class Base, class Comm, Topology Graph = ExponentialGraph>
 class Sgp {
   static_assert(check_optimizer<Base>(), "slowmo::Sgp<Base, Comm>: Base must model slowmo::Optimizer");
   static_assert(check_communicator<Comm>(), "slowmo::Sgp<Base, Comm>: Comm must model slowmo::Communicator");
+  static_assert(space_of_t<Base>::template communicates_with<Comm>,
+                "slowmo::Sgp<Base, Comm>: the base keeps its parameters in a memory space this communicator cannot "
+                "read (device memory needs a device communicator such as slowmo::cuda::Nccl)");
 
  public:
   using scalar_type = typename Base::scalar_type;
+  using space_type = space_of_t<Base>;  // buffers and outer updates live where the base's do
+  using vector_type = typename space_type::template vector<scalar_type>;
+  using ref_type = typename space_type::template ref<scalar_type>;
+  using const_ref_type = typename space_type::template const_ref<scalar_type>;
   using base_type = Base;
   using comm_type = Comm;
   using topology_type = Graph;
@@ -44,7 +51,7 @@ class Sgp {
   /// The exponential graph (or ring) with `peers` out-peers per round over all workers.
   Sgp(Base base, Comm& comm, int peers = 1) : Sgp(std::move(base), comm, make_graph(comm, peers)) {}
 
-  void step(VectorRef<scalar_type> z, ConstVectorRef<scalar_type> g) {
+  void step(ref_type z, const_ref_type g) {
     detail::check_step_sizes("Sgp", z.size(), g.size(), num_.size() > 0 ? num_.size() : -1);
     if (num_.size() == 0) {  // the state's only allocations
       num_ = z;
@@ -55,25 +62,25 @@ class Sgp {
     base_.step(num_, g);
     const int k = graph_.peers();
     const int me = comm_->rank();
-    detail::for_each_element(z.size(), rules::PushSumShare<scalar_type>{scalar_type(1.0 / (k + 1))}, share_.data(),
-                             num_.data());
+    space_type::for_each(z.size(), rules::PushSumShare<scalar_type>{scalar_type(1.0 / (k + 1))}, share_.data(),
+                         num_.data());
     const double w_share = weight_ / (k + 1);
     double w_in = 0;
     for (int j = 0; j < k; ++j) {
       auto& into = j == 0 ? received_ : extra_;
       w_in += comm_->exchange(as_span(std::as_const(share_)), w_share, graph_.out_peer(me, round_, j), as_span(into),
                               graph_.in_peer(me, round_, j));
-      if (j > 0) received_ += extra_;
+      if (j > 0) space_type::for_each(z.size(), rules::AddTo{}, received_.data(), extra_.data());
     }
     weight_ = w_share + w_in;
-    detail::for_each_element(z.size(), rules::PushSumCombine<scalar_type>{scalar_type(weight_)}, num_.data(), z.data(),
-                             share_.data(), received_.data());
+    space_type::for_each(z.size(), rules::PushSumCombine<scalar_type>{scalar_type(weight_)}, num_.data(), z.data(),
+                         share_.data(), received_.data());
     ++round_;
   }
 
   /// The parameters were set from outside (a SlowMo outer step, identical on all workers):
   /// restart push-sum from them with weight 1.
-  void rebase(ConstVectorRef<scalar_type> z) {
+  void rebase(const_ref_type z) {
     if (num_.size() == z.size()) num_ = z;
     weight_ = 1.0;
     slowmo::rebase(base_, z);
@@ -82,7 +89,7 @@ class Sgp {
   scalar_type last_lr() const { return base_.last_lr(); }
   std::int64_t steps() const { return round_; }
   double weight() const { return weight_; }
-  const Vector<scalar_type>& numerator() const { return num_; }
+  const vector_type& numerator() const { return num_; }
   const Graph& topology() const { return graph_; }
   const Base& base() const { return base_; }
   Base& base() { return base_; }
@@ -116,7 +123,7 @@ class Sgp {
   Base base_;
   Comm* comm_;
   Graph graph_;
-  Vector<scalar_type> num_, share_, received_, extra_;
+  vector_type num_, share_, received_, extra_;
   double weight_ = 1.0;
   std::int64_t round_ = 0;
 };

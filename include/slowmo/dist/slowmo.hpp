@@ -7,7 +7,7 @@
 
 #include "slowmo/core/communicator.hpp"
 #include "slowmo/core/concepts.hpp"
-#include "slowmo/core/for_each.hpp"
+#include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
 #include "slowmo/dist/detail/sync.hpp"
@@ -37,9 +37,16 @@ template <class Base, class Comm>
 class SlowMo {
   static_assert(check_optimizer<Base>(), "slowmo::SlowMo<Base, Comm>: Base must model slowmo::Optimizer");
   static_assert(check_communicator<Comm>(), "slowmo::SlowMo<Base, Comm>: Comm must model slowmo::Communicator");
+  static_assert(space_of_t<Base>::template communicates_with<Comm>,
+                "slowmo::SlowMo<Base, Comm>: the base keeps its parameters in a memory space this communicator cannot "
+                "read (device memory needs a device communicator such as slowmo::cuda::Nccl)");
 
  public:
   using scalar_type = typename Base::scalar_type;
+  using space_type = space_of_t<Base>;  // buffers and outer updates live where the base's do
+  using vector_type = typename space_type::template vector<scalar_type>;
+  using ref_type = typename space_type::template ref<scalar_type>;
+  using const_ref_type = typename space_type::template const_ref<scalar_type>;
   using options_type = SlowMoOptions;
   using base_type = Base;
   using comm_type = Comm;
@@ -47,7 +54,7 @@ class SlowMo {
   SlowMo(Base base, Comm& comm, SlowMoOptions options = {})
       : options_(validated(options, base)), base_(std::move(base)), comm_(&comm) {}
 
-  void step(VectorRef<scalar_type> x, ConstVectorRef<scalar_type> g) {
+  void step(ref_type x, const_ref_type g) {
     detail::check_step_sizes("SlowMo", x.size(), g.size(), x0_.size() > 0 ? x0_.size() : -1);
     if (x0_.size() == 0) {  // before the first local step
       if (options_.broadcast_initial) comm_->broadcast(as_span(x), 0);
@@ -67,10 +74,10 @@ class SlowMo {
   Base& base() { return base_; }
   Comm& comm() const { return *comm_; }
   /// The outer start point x0 and the slow momentum u (empty before the first step).
-  const Vector<scalar_type>& outer_params() const { return x0_; }
-  const Vector<scalar_type>& slow_momentum() const { return u_; }
+  const vector_type& outer_params() const { return x0_; }
+  const vector_type& slow_momentum() const { return u_; }
 
-  void rebase(ConstVectorRef<scalar_type> x) {
+  void rebase(const_ref_type x) {
     if (x0_.size() == x.size()) x0_ = x;
     slowmo::rebase(base_, x);
   }
@@ -85,7 +92,7 @@ class SlowMo {
   }
 
  private:
-  void outer_step(VectorRef<scalar_type> x) {
+  void outer_step(ref_type x) {
     const double gamma = static_cast<double>(base_.last_lr());
     if (options_.divide_by_lr && !(gamma > 0))
       throw invalid_option(detail::concat(
@@ -99,7 +106,7 @@ class SlowMo {
         .beta = scalar_type(options_.beta),
         .lr = scalar_type(options_.divide_by_lr ? options_.alpha * gamma : options_.alpha),
         .nesterov = options_.nesterov};
-    detail::for_each_element(x.size(), rule, x.data(), x0_.data(), u_.data());
+    space_type::for_each(x.size(), rule, x.data(), x0_.data(), u_.data());
     slowmo::rebase(base_, x);
   }
 
@@ -128,8 +135,8 @@ class SlowMo {
   SlowMoOptions options_;
   Base base_;
   Comm* comm_;
-  Vector<scalar_type> x0_;
-  Vector<scalar_type> u_;
+  vector_type x0_;
+  vector_type u_;
   std::int64_t steps_ = 0;
 };
 

@@ -7,8 +7,8 @@
 #include <cstdint>
 
 #include "slowmo/core/concepts.hpp"
-#include "slowmo/core/for_each.hpp"
 #include "slowmo/core/schedule.hpp"
+#include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
 #include "slowmo/optim/rules.hpp"
@@ -35,18 +35,23 @@ using AdamWOptions = BasicAdamOptions<true>;
 ///   amsgrad: vmax = max(vmax, v), used in place of v
 ///   p -= lr_t / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 /// One pass over p, g, m, v (and vmax): 28 bytes per fp32 parameter without amsgrad.
-template <Real T, Schedule S, bool Decoupled>
+/// `Space`: where parameters and state live (core/space.hpp), Host by default.
+template <Real T, Schedule S, bool Decoupled, MemorySpace Space = Host>
 class BasicAdam {
  public:
   using scalar_type = T;
   using options_type = BasicAdamOptions<Decoupled>;
   using schedule_type = S;
+  using space_type = Space;
+  using vector_type = typename Space::template vector<T>;
+  using ref_type = typename Space::template ref<T>;
+  using const_ref_type = typename Space::template const_ref<T>;
   static constexpr const char* name = Decoupled ? "AdamW" : "Adam";
 
   explicit BasicAdam(options_type options = {}, S schedule = {})
       : options_(validated(options)), clock_(name, options.lr, std::move(schedule)) {}
 
-  void step(VectorRef<T> x, ConstVectorRef<T> g) {
+  void step(ref_type x, const_ref_type g) {
     detail::check_step_sizes(name, x.size(), g.size(), exp_avg_.size() > 0 ? exp_avg_.size() : -1);
     if (exp_avg_.size() != x.size()) {  // first step: the state's only allocation
       exp_avg_.setZero(x.size());
@@ -70,10 +75,10 @@ class BasicAdam {
         .step_size = T(lr / (1.0 - std::pow(beta1, t))),
     };
     if (options_.amsgrad)
-      detail::for_each_element(x.size(), rule, x.data(), g.data(), exp_avg_.data(), exp_avg_sq_.data(),
-                               max_exp_avg_sq_.data());
+      Space::for_each(x.size(), rule, x.data(), g.data(), exp_avg_.data(), exp_avg_sq_.data(),
+                      max_exp_avg_sq_.data());
     else
-      detail::for_each_element(x.size(), rule, x.data(), g.data(), exp_avg_.data(), exp_avg_sq_.data());
+      Space::for_each(x.size(), rule, x.data(), g.data(), exp_avg_.data(), exp_avg_sq_.data());
     clock_.tick();
   }
 
@@ -81,9 +86,9 @@ class BasicAdam {
   std::int64_t steps() const { return clock_.steps(); }
   const options_type& options() const { return options_; }
   const S& schedule() const { return clock_.schedule(); }
-  const Vector<T>& exp_avg() const { return exp_avg_; }
-  const Vector<T>& exp_avg_sq() const { return exp_avg_sq_; }
-  const Vector<T>& max_exp_avg_sq() const { return max_exp_avg_sq_; }
+  const vector_type& exp_avg() const { return exp_avg_; }
+  const vector_type& exp_avg_sq() const { return exp_avg_sq_; }
+  const vector_type& max_exp_avg_sq() const { return max_exp_avg_sq_; }
 
   template <class V>
   void visit_state(V&& v, const StateScope* scope = nullptr) {
@@ -118,18 +123,18 @@ class BasicAdam {
 
   options_type options_;
   detail::LrClock<S> clock_;
-  Vector<T> exp_avg_;
-  Vector<T> exp_avg_sq_;
-  Vector<T> max_exp_avg_sq_;  // amsgrad only
+  vector_type exp_avg_;
+  vector_type exp_avg_sq_;
+  vector_type max_exp_avg_sq_;  // amsgrad only
   std::int64_t adam_steps_ = 0;
 };
 
 /// Adam with L2 weight decay added to the gradient (torch.optim.Adam).
-template <Real T, Schedule S = schedule::Constant>
-using Adam = BasicAdam<T, S, false>;
+template <Real T, Schedule S = schedule::Constant, MemorySpace Space = Host>
+using Adam = BasicAdam<T, S, false, Space>;
 
 /// Adam with decoupled weight decay (torch.optim.AdamW, Loshchilov & Hutter 2019).
-template <Real T, Schedule S = schedule::Constant>
-using AdamW = BasicAdam<T, S, true>;
+template <Real T, Schedule S = schedule::Constant, MemorySpace Space = Host>
+using AdamW = BasicAdam<T, S, true, Space>;
 
 }  // namespace slowmo

@@ -6,7 +6,7 @@
 #include <utility>
 
 #include "slowmo/core/concepts.hpp"
-#include "slowmo/core/for_each.hpp"
+#include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
 #include "slowmo/optim/rules.hpp"
@@ -22,6 +22,7 @@ struct LookaheadOptions {
 /// Lookahead<Base> owns its base optimizer by value. The slow weights are captured from x
 /// at the first step, before the base moves it; then every k base steps (steps, never
 /// samples):  slow = slow + alpha * (x - slow);  x = slow.
+/// The slow weights live in the base's memory space (host, or the GPU for a device base).
 template <class Base>
 class Lookahead {
   static_assert(check_optimizer<Base>(), "slowmo::Lookahead<Base>: Base must model slowmo::Optimizer");
@@ -30,25 +31,29 @@ class Lookahead {
   using scalar_type = typename Base::scalar_type;
   using options_type = LookaheadOptions;
   using base_type = Base;
+  using space_type = space_of_t<Base>;
+  using vector_type = typename space_type::template vector<scalar_type>;
+  using ref_type = typename space_type::template ref<scalar_type>;
+  using const_ref_type = typename space_type::template const_ref<scalar_type>;
 
   explicit Lookahead(Base base, LookaheadOptions options = {})
       : options_(validated(options)), base_(std::move(base)) {}
   Lookahead(LookaheadOptions options, Base base) : Lookahead(std::move(base), options) {}
 
-  void step(VectorRef<scalar_type> x, ConstVectorRef<scalar_type> g) {
+  void step(ref_type x, const_ref_type g) {
     detail::check_step_sizes("Lookahead", x.size(), g.size(), slow_.size() > 0 ? slow_.size() : -1);
     if (slow_.size() == 0) slow_ = x;  // capture before the first base step
     base_.step(x, g);
     ++steps_;
     if (steps_ % options_.k == 0) {
-      detail::for_each_element(x.size(), rules::LookaheadSync<scalar_type>{scalar_type(options_.alpha)},
-                               slow_.data(), x.data());
+      space_type::for_each(x.size(), rules::LookaheadSync<scalar_type>{scalar_type(options_.alpha)}, slow_.data(),
+                           x.data());
       if (options_.base_state == OnSync::reset) reset_state(base_);
     }
   }
 
   /// The parameters were overwritten from outside (an outer step): the slow weights follow.
-  void rebase(ConstVectorRef<scalar_type> x) {
+  void rebase(const_ref_type x) {
     if (slow_.size() == x.size()) slow_ = x;
     slowmo::rebase(base_, x);
   }
@@ -59,7 +64,7 @@ class Lookahead {
   const Base& base() const { return base_; }
   Base& base() { return base_; }
   /// Empty until the first step.
-  const Vector<scalar_type>& slow_weights() const { return slow_; }
+  const vector_type& slow_weights() const { return slow_; }
 
   template <class V>
   void visit_state(V&& v, const StateScope* scope = nullptr) {
@@ -90,7 +95,7 @@ class Lookahead {
 
   LookaheadOptions options_;
   Base base_;
-  Vector<scalar_type> slow_;
+  vector_type slow_;
   std::int64_t steps_ = 0;
 };
 

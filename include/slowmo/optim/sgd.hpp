@@ -5,8 +5,8 @@
 #include <cstdint>
 
 #include "slowmo/core/concepts.hpp"
-#include "slowmo/core/for_each.hpp"
 #include "slowmo/core/schedule.hpp"
+#include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
 #include "slowmo/optim/rules.hpp"
@@ -29,18 +29,24 @@ struct SgdOptions {
 ///   d = nesterov ? d + momentum * buf : buf          (when momentum != 0)
 ///   p = p - lr_t * d,   lr_t = lr * schedule(t)
 /// The momentum buffer is allocated on the first step; later steps allocate nothing.
-template <Real T, Schedule S = schedule::Constant>
+/// `Space` says where parameters and state live (core/space.hpp): Host by default,
+/// slowmo::cuda::Device for the GPU (alias slowmo::cuda::Sgd<T>).
+template <Real T, Schedule S = schedule::Constant, MemorySpace Space = Host>
 class Sgd {
  public:
   using scalar_type = T;
   using options_type = SgdOptions;
   using schedule_type = S;
+  using space_type = Space;
+  using vector_type = typename Space::template vector<T>;
+  using ref_type = typename Space::template ref<T>;
+  using const_ref_type = typename Space::template const_ref<T>;
 
   explicit Sgd(SgdOptions options = {}, S schedule = {})
       : options_(validated(options)), clock_("Sgd", options.lr, std::move(schedule)) {}
 
   /// One step: updates x in place from the gradient g (same size as x).
-  void step(VectorRef<T> x, ConstVectorRef<T> g) {
+  void step(ref_type x, const_ref_type g) {
     const bool has_momentum = options_.momentum != 0.0;
     detail::check_step_sizes("Sgd", x.size(), g.size(), momentum_buffer_.size() > 0 ? momentum_buffer_.size() : -1);
     const double lr = clock_.current();
@@ -52,14 +58,14 @@ class Sgd {
                        .damp = T(1),
                        .nesterov = options_.nesterov};
     if (!has_momentum) {
-      detail::for_each_element(x.size(), rule, x.data(), g.data());
+      Space::for_each(x.size(), rule, x.data(), g.data());
     } else {
       if (momentum_buffer_.size() != x.size()) momentum_buffer_.setZero(x.size());
       if (momentum_steps_ > 0) {  // buf = d on the first step, as PyTorch's fresh buffer
         rule.keep = T(options_.momentum);
         rule.damp = T(1.0 - options_.dampening);
       }
-      detail::for_each_element(x.size(), rule, x.data(), g.data(), momentum_buffer_.data());
+      Space::for_each(x.size(), rule, x.data(), g.data(), momentum_buffer_.data());
       ++momentum_steps_;
     }
     clock_.tick();
@@ -71,7 +77,7 @@ class Sgd {
   const SgdOptions& options() const { return options_; }
   const S& schedule() const { return clock_.schedule(); }
   /// Empty until the first step with momentum.
-  const Vector<T>& momentum_buffer() const { return momentum_buffer_; }
+  const vector_type& momentum_buffer() const { return momentum_buffer_; }
 
   template <class V>
   void visit_state(V&& v, const StateScope* scope = nullptr) {
@@ -109,7 +115,7 @@ class Sgd {
 
   SgdOptions options_;
   detail::LrClock<S> clock_;
-  Vector<T> momentum_buffer_;
+  vector_type momentum_buffer_;
   std::int64_t momentum_steps_ = 0;
 };
 
@@ -123,13 +129,13 @@ struct NesterovOptions {
 };
 
 /// SGD with Nesterov momentum: Sgd with nesterov = true, under the name users look for.
-template <Real T, Schedule S = schedule::Constant>
-class Nesterov : public Sgd<T, S> {
+template <Real T, Schedule S = schedule::Constant, MemorySpace Space = Host>
+class Nesterov : public Sgd<T, S, Space> {
  public:
   using options_type = NesterovOptions;
 
   explicit Nesterov(NesterovOptions o = {}, S schedule = {})
-      : Sgd<T, S>(SgdOptions{.lr = o.lr,
+      : Sgd<T, S, Space>(SgdOptions{.lr = o.lr,
                              .momentum = o.momentum,
                              .dampening = 0.0,
                              .weight_decay = o.weight_decay,
