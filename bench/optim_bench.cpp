@@ -1,64 +1,67 @@
-// optim_bench: every optimizer step's effective memory bandwidth, as a fraction of the
-// STREAM triad bandwidth measured in the same binary.
+// optim_bench: every update's effective memory bandwidth as a fraction of the STREAM triad
+// bandwidth measured in the same binary, at the same size.
 //
-// Bytes per parameter are the bytes a step must move: e.g. fp32 Adam reads p, g, m, v and
-// writes p, m, v, so 7 * 4 = 28 bytes. Counters: bytes_per_second, params_per_second and
-// of_triad (this step's bandwidth / triad bandwidth at the same size).
+// "Bytes" are the bytes an update must move per parameter, counting each array read and
+// each array written once (e.g. fp32 Adam reads p, g, m, v and writes p, m, v: 7 x 4 = 28
+// bytes); triad a = b + s c moves 3 arrays. Counters: bytes_per_second, items_per_second
+// (parameters per second), of_triad (this update's bandwidth / triad's, same size and type).
+// Single thread; sizes from 1e3 (cache-resident) to 2^24 (memory-bound).
 #include <benchmark/benchmark.h>
 
 #include <chrono>
 #include <map>
+#include <string>
 
+#include <slowmo/dist/rules.hpp>
 #include <slowmo/slowmo.hpp>
 
 namespace {
 
 using slowmo::Vector;
 
-// STREAM triad a = b + s * c: 3 arrays moved, 24 bytes per double / 12 per float element.
 template <class T>
-double triad_bytes_per_second(Eigen::Index n) {
-  static std::map<std::pair<Eigen::Index, int>, double> cache;
-  auto& bw = cache[{n, int(sizeof(T))}];
+void triad(Vector<T>& a, const Vector<T>& b, const Vector<T>& c) {
+  a.noalias() = b + T(1.0001) * c;
+  benchmark::DoNotOptimize(a.data());
+  benchmark::ClobberMemory();
+}
+
+/// The best of many timed triads (bytes per second), measured once per (size, type).
+template <class T>
+double triad_bandwidth(Eigen::Index n) {
+  static std::map<Eigen::Index, double> cache;
+  double& bw = cache[n];
   if (bw > 0) return bw;
   Vector<T> a = Vector<T>::Zero(n), b = Vector<T>::Ones(n), c = Vector<T>::Ones(n);
-  const T s = T(1.0001);
   double best = 1e30;
-  const int reps = n < (1 << 20) ? 2000 : 20;
+  const int reps = n <= (1 << 16) ? 20000 : n <= (1 << 20) ? 500 : 30;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    a.noalias() = b + s * c;
-    benchmark::DoNotOptimize(a.data());
-    benchmark::ClobberMemory();
+    triad(a, b, c);
     best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   return bw = 3.0 * sizeof(T) * double(n) / best;
 }
 
 template <class T>
-void report(benchmark::State& state, Eigen::Index n, int arrays_moved) {
-  const double bytes = double(arrays_moved) * sizeof(T) * double(n);
+void report(benchmark::State& state, Eigen::Index n, int arrays) {
+  const double bytes = double(arrays) * sizeof(T) * double(n);
   state.SetItemsProcessed(int64_t(state.iterations()) * n);
   state.SetBytesProcessed(int64_t(double(state.iterations()) * bytes));
-  state.counters["params_per_second"] = benchmark::Counter(double(n), benchmark::Counter::kIsIterationInvariantRate);
   // (bytes * iterations / seconds) / triad bandwidth
   state.counters["of_triad"] =
-      benchmark::Counter(bytes / triad_bytes_per_second<T>(n), benchmark::Counter::kIsIterationInvariantRate);
+      benchmark::Counter(bytes / triad_bandwidth<T>(n), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 template <class T>
 void BM_Triad(benchmark::State& state) {
   const Eigen::Index n = state.range(0);
   Vector<T> a = Vector<T>::Zero(n), b = Vector<T>::Ones(n), c = Vector<T>::Ones(n);
-  for (auto _ : state) {
-    a.noalias() = b + T(1.0001) * c;
-    benchmark::DoNotOptimize(a.data());
-    benchmark::ClobberMemory();
-  }
+  for (auto _ : state) triad(a, b, c);
   report<T>(state, n, 3);
 }
 
-// `arrays` = buffers read + buffers written by one step.
+/// opt.step(x, g) in a loop; `arrays` = arrays read + arrays written by one step.
 template <class Opt>
 void BM_Step(benchmark::State& state, Opt opt, int arrays) {
   using T = typename Opt::scalar_type;
@@ -73,7 +76,21 @@ void BM_Step(benchmark::State& state, Opt opt, int arrays) {
   report<T>(state, n, arrays);
 }
 
-// The obvious Adam: three separate Eigen expressions, three passes over memory.
+/// One application of a per-element rule to `k` buffers (the synchronisation updates).
+template <class T, class Rule, std::size_t... I>
+void BM_Rule(benchmark::State& state, Rule rule, int arrays, std::index_sequence<I...>) {
+  const Eigen::Index n = state.range(0);
+  std::array<Vector<T>, sizeof...(I)> buf;
+  for (auto& b : buf) b = Vector<T>::Constant(n, T(0.25));
+  for (auto _ : state) {
+    slowmo::Host::for_each(n, rule, buf[I].data()...);
+    benchmark::DoNotOptimize(buf[0].data());
+    benchmark::ClobberMemory();
+  }
+  report<T>(state, n, arrays);
+}
+
+/// The obvious Adam: three separate Eigen expressions, three passes over memory.
 template <class T>
 void BM_AdamThreeExpressions(benchmark::State& state) {
   const Eigen::Index n = state.range(0);
@@ -90,29 +107,60 @@ void BM_AdamThreeExpressions(benchmark::State& state) {
   report<T>(state, n, 7);
 }
 
+/// SlowMo over Nesterov with tau = 12 on one worker (zero-cost network) against Nesterov
+/// alone: time per base step, the outer step amortised over tau.
+template <class T, bool WithSlowMo>
+void BM_SlowMoAmortised(benchmark::State& state) {
+  const Eigen::Index n = state.range(0);
+  Vector<T> x = Vector<T>::Constant(n, T(0.5)), g = Vector<T>::Constant(n, T(1e-3));
+  slowmo::SingleWorker solo;
+  slowmo::Nesterov<T> base({.lr = 1e-3});
+  slowmo::SlowMo slow(base, solo, {.tau = 12, .beta = 0.5});
+  for (auto _ : state) {
+    for (int t = 0; t < 12; ++t) {
+      if constexpr (WithSlowMo)
+        slow.step(x, g);
+      else
+        base.step(x, g);
+    }
+    benchmark::DoNotOptimize(x.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(int64_t(state.iterations()) * 12 * n);
+  state.counters["seconds_per_step"] =
+      benchmark::Counter(12, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+
 void sizes(benchmark::internal::Benchmark* b) {
   for (int64_t n : {int64_t(1000), int64_t(1) << 16, int64_t(1) << 20, int64_t(1) << 24}) b->Arg(n);
   b->Unit(benchmark::kMicrosecond);
 }
 
 template <class T>
-void register_all(const char* tn) {
+void register_all(const std::string& tn) {
   using namespace slowmo;
-  const std::string s = std::string("/") + tn;
-  benchmark::RegisterBenchmark(("triad" + s).c_str(), BM_Triad<T>)->Apply(sizes);
-  // p, g read; p written
-  benchmark::RegisterBenchmark(("sgd" + s).c_str(), BM_Step<Sgd<T>>, Sgd<T>({.lr = 1e-3}), 3)->Apply(sizes);
-  // p, g, buf read; p, buf written
-  benchmark::RegisterBenchmark(("sgd_momentum" + s).c_str(), BM_Step<Sgd<T>>, Sgd<T>({.lr = 1e-3, .momentum = 0.9}),
-                               5)->Apply(sizes);
-  benchmark::RegisterBenchmark(("nesterov" + s).c_str(), BM_Step<Nesterov<T>>, Nesterov<T>({.lr = 1e-3}), 5)
-      ->Apply(sizes);
-  // p, g, m, v read; p, m, v written (+ vmax read and written with amsgrad)
-  benchmark::RegisterBenchmark(("adam" + s).c_str(), BM_Step<Adam<T>>, Adam<T>(), 7)->Apply(sizes);
-  benchmark::RegisterBenchmark(("adamw" + s).c_str(), BM_Step<AdamW<T>>, AdamW<T>(), 7)->Apply(sizes);
-  benchmark::RegisterBenchmark(("adam_amsgrad" + s).c_str(), BM_Step<Adam<T>>, Adam<T>({.amsgrad = true}), 9)
-      ->Apply(sizes);
-  benchmark::RegisterBenchmark(("adam_three_expressions" + s).c_str(), BM_AdamThreeExpressions<T>)->Apply(sizes);
+  auto reg = [&](const std::string& name, auto&& fn, auto&&... args) {
+    benchmark::RegisterBenchmark((name + "/" + tn).c_str(), fn, args...)->Apply(sizes);
+  };
+  reg("triad", BM_Triad<T>);
+  reg("sgd", BM_Step<Sgd<T>>, Sgd<T>({.lr = 1e-3}), 3);                                    // p g | p
+  reg("sgd_momentum", BM_Step<Sgd<T>>, Sgd<T>({.lr = 1e-3, .momentum = 0.9}), 5);         // p g b | p b
+  reg("nesterov", BM_Step<Nesterov<T>>, Nesterov<T>({.lr = 1e-3}), 5);                    // p g b | p b
+  reg("adam", BM_Step<Adam<T>>, Adam<T>(), 7);                                             // p g m v | p m v
+  reg("adamw", BM_Step<AdamW<T>>, AdamW<T>(), 7);                                          // p g m v | p m v
+  reg("adam_amsgrad", BM_Step<Adam<T>>, Adam<T>({.amsgrad = true}), 9);                    // + vmax | vmax
+  reg("adam_three_expressions", BM_AdamThreeExpressions<T>);
+  reg("lookahead_sync", BM_Rule<T, rules::LookaheadSync<T>, 0, 1>, rules::LookaheadSync<T>{T(0.5)}, 4,
+      std::make_index_sequence<2>{});  // slow fast | slow fast
+  reg("slowmo_outer", BM_Rule<T, rules::SlowMoOuter<T>, 0, 1, 2>,
+      rules::SlowMoOuter<T>{.gamma = T(0.1), .divide = true, .beta = T(0.5), .lr = T(0.1), .nesterov = false}, 6,
+      std::make_index_sequence<3>{});  // x x0 u | x x0 u
+  reg("sgp_share", BM_Rule<T, rules::PushSumShare<T>, 0, 1>, rules::PushSumShare<T>{T(0.5)}, 2,
+      std::make_index_sequence<2>{});  // num | share
+  reg("sgp_combine", BM_Rule<T, rules::PushSumCombine<T>, 0, 1, 2, 3>, rules::PushSumCombine<T>{T(1)}, 4 + 0,
+      std::make_index_sequence<4>{});  // kept received | num z
+  benchmark::RegisterBenchmark(("slowmo_tau12_step/" + tn).c_str(), BM_SlowMoAmortised<T, true>)->Apply(sizes);
+  benchmark::RegisterBenchmark(("nesterov_alone_step/" + tn).c_str(), BM_SlowMoAmortised<T, false>)->Apply(sizes);
 }
 
 }  // namespace

@@ -70,7 +70,7 @@ class BasicAdam {
         .one_minus_beta1 = T(1.0 - beta1),
         .beta2 = T(beta2),
         .one_minus_beta2 = T(1.0 - beta2),
-        .bias_correction2_sqrt = T(std::sqrt(1.0 - std::pow(beta2, t))),
+        .inv_bias_correction2_sqrt = T(1.0 / std::sqrt(1.0 - std::pow(beta2, t))),
         .eps = T(options_.eps),
         .step_size = T(lr / (1.0 - std::pow(beta1, t))),
     };
