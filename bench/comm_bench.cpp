@@ -1,0 +1,84 @@
+// comm_bench: the in-process backends against their physical references.
+//  - threads: all-reduce (mean) of n floats on m threads against a memcpy of the same bytes;
+//    the reduction reads m buffers and writes m, so its bytes are 2 m n sizeof(T).
+//  - simulator: wall time and resident memory of a step (all-reduce mean of d = 1e5 floats
+//    per worker) as the number of workers grows from 16 to 256.
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <slowmo/slowmo.hpp>
+
+namespace {
+
+long resident_kib() {
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  long value = 0;
+  while (status >> key) {
+    if (key == "VmHWM:") {
+      status >> value;
+      return value;
+    }
+    status.ignore(1 << 10, '\n');
+  }
+  return 0;
+}
+
+void BM_Memcpy(benchmark::State& state) {
+  const auto n = std::size_t(state.range(0)), m = std::size_t(state.range(1));
+  std::vector<float> a(n * m, 1.0f), b(n * m);
+  for (auto _ : state) {
+    std::memcpy(b.data(), a.data(), n * m * sizeof(float));
+    benchmark::DoNotOptimize(b.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(2 * n * m * sizeof(float)));
+}
+
+/// 20 all-reduces per run of the threads backend (thread start-up amortised).
+void BM_ThreadsAllReduce(benchmark::State& state) {
+  const auto n = std::size_t(state.range(0));
+  const int m = int(state.range(1));
+  const int rounds = 20;
+  for (auto _ : state) {
+    slowmo::threads::run({.workers = m}, [&](slowmo::threads::Comm& c) {
+      std::vector<float> x(n, float(c.rank()));
+      for (int r = 0; r < rounds; ++r) c.all_reduce(std::span<float>(x), slowmo::ReduceOp::mean);
+      benchmark::DoNotOptimize(x.data());
+    });
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * rounds * int64_t(2 * n * std::size_t(m) * sizeof(float)));
+}
+
+/// One simulated training step per round: every worker all-reduces d = 1e5 floats.
+void BM_SimulatorStep(benchmark::State& state) {
+  const int m = int(state.range(0));
+  const std::size_t d = 100000;
+  const int rounds = 10;
+  for (auto _ : state) {
+    slowmo::sim::run({.workers = m}, [&](slowmo::sim::Comm& c) {
+      std::vector<float> x(d, float(c.rank()));
+      for (int r = 0; r < rounds; ++r) c.all_reduce(std::span<float>(x), slowmo::ReduceOp::mean);
+      benchmark::DoNotOptimize(x.data());
+    });
+  }
+  state.SetItemsProcessed(int64_t(state.iterations()) * rounds);  // steps
+  state.counters["seconds_per_step"] =
+      benchmark::Counter(double(rounds), benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.counters["seconds_per_step_per_Mparam"] = benchmark::Counter(
+      double(rounds) * double(m) * double(d) / 1e6, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.counters["peak_rss_MiB"] = double(resident_kib()) / 1024.0;
+}
+
+}  // namespace
+
+BENCHMARK(BM_Memcpy)->Args({1 << 16, 4})->Args({1 << 20, 4})->Args({1 << 22, 4})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ThreadsAllReduce)->Args({1 << 16, 4})->Args({1 << 20, 4})->Args({1 << 22, 4})->Unit(benchmark::kMillisecond);
+// Increasing worker counts: peak RSS is monotone, so each row reports the largest so far.
+BENCHMARK(BM_SimulatorStep)->Arg(16)->Arg(32)->Arg(64)->Arg(128)->Arg(256)->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();
