@@ -46,6 +46,12 @@ struct Options {
   /// compute(s) is further multiplied by U(1 - jitter, 1 + jitter), seeded per worker.
   double jitter = 0;
   std::uint64_t seed = 0;
+  /// Fault injection: per worker, extra seconds before anything it sends arrives (its
+  /// messages and its contributions to collectives). Empty: none.
+  std::vector<double> message_delay{};
+  /// Fault injection: per worker, the communication call (1-based) at which it throws
+  /// sim::injected_fault; 0 never. Empty: no faults.
+  std::vector<std::int64_t> fail_at_call{};
 };
 
 /// What a run leaves behind, per worker: virtual time at the end, bytes and messages sent.
@@ -63,6 +69,9 @@ struct Report {
     return b;
   }
 };
+
+/// What a worker throws where Options::fail_at_call injects a fault.
+using injected_fault = slowmo::detail::injected_fault;
 
 /// The communicator each simulated worker receives.
 class Comm : public detail::LocalComm {
@@ -92,12 +101,21 @@ inline EngineOptions sim_engine_options(const sim::Options& o) {
                    concat("slowdown[", r, "]"), o.slowdown[r], "must be finite and > 0");
   require_option(finite(o.jitter) && o.jitter >= 0 && o.jitter < 1, "sim::run", "jitter", o.jitter,
                  "must be in [0, 1)");
+  require_option(o.message_delay.empty() || o.message_delay.size() == std::size_t(o.workers), "sim::run",
+                 "message_delay.size()", o.message_delay.size(), "must be 0 or the number of workers");
+  for (std::size_t r = 0; r < o.message_delay.size(); ++r)
+    require_option(finite(o.message_delay[r]) && o.message_delay[r] >= 0, "sim::run",
+                   concat("message_delay[", r, "]"), o.message_delay[r], "must be finite and >= 0");
+  require_option(o.fail_at_call.empty() || o.fail_at_call.size() == std::size_t(o.workers), "sim::run",
+                 "fail_at_call.size()", o.fail_at_call.size(), "must be 0 or the number of workers");
   return {.workers = o.workers,
           .mode = Mode::virtual_time,
           .cost = {.latency = o.network.latency, .bandwidth = o.network.bandwidth},
           .time_factor = o.slowdown,
           .jitter = o.jitter,
-          .seed = o.seed};
+          .seed = o.seed,
+          .message_delay = o.message_delay,
+          .fail_at = o.fail_at_call};
 }
 }  // namespace slowmo::detail
 

@@ -43,10 +43,9 @@ class GradientAllReduce {
 
   void step(ref_type x, const_ref_type g) {
     detail::check_step_sizes("GradientAllReduce", x.size(), g.size(), grad_.size() > 0 ? grad_.size() : -1);
-    if (grad_.size() == 0) {
-      grad_.resize(g.size());  // the only allocation
-      if (options_.broadcast_initial) comm_->broadcast(as_span(x), 0);
-    }
+    if (grad_.size() != g.size()) grad_.resize(g.size());  // scratch: the only allocation
+    // The first step is known from the (visited) step count, so a resumed run never repeats it.
+    if (base_.steps() == 0 && options_.broadcast_initial) comm_->broadcast(as_span(x), 0);
     grad_ = g;
     comm_->all_reduce(as_span(grad_), ReduceOp::mean);
     base_.step(x, grad_);

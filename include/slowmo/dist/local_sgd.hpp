@@ -47,11 +47,9 @@ class LocalSgd {
       : options_(validated(options)), base_(std::move(base)), comm_(&comm) {}
 
   void step(ref_type x, const_ref_type g) {
-    detail::check_step_sizes("LocalSgd", x.size(), g.size(), size_ > 0 ? size_ : -1);
-    if (size_ == 0) {
-      size_ = x.size();
-      if (options_.broadcast_initial) comm_->broadcast(as_span(x), 0);
-    }
+    detail::check_step_sizes("LocalSgd", x.size(), g.size());
+    // The first step is known from the visited step count, so a resumed run never repeats it.
+    if (steps_ == 0 && options_.broadcast_initial) comm_->broadcast(as_span(x), 0);
     if (steps_ < options_.warmup_steps) {
       if (grad_.size() != g.size()) grad_.resize(g.size());  // once
       grad_ = g;
@@ -105,7 +103,6 @@ class LocalSgd {
   Base base_;
   Comm* comm_;
   vector_type grad_;  // averaged gradient during warm-up
-  Eigen::Index size_ = 0;
   std::int64_t steps_ = 0;
 };
 

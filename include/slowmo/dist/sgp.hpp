@@ -53,8 +53,8 @@ class Sgp {
 
   void step(ref_type z, const_ref_type g) {
     detail::check_step_sizes("Sgp", z.size(), g.size(), num_.size() > 0 ? num_.size() : -1);
-    if (num_.size() == 0) {  // the state's only allocations
-      num_ = z;
+    if (num_.size() == 0) num_ = z;  // push-sum starts from the parameters with weight 1
+    if (share_.size() != z.size()) {  // scratch (also after a resume): the only allocations
       share_.resize(z.size());
       received_.resize(z.size());
       if (graph_.peers() > 1) extra_.resize(z.size());

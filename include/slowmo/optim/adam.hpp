@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "slowmo/core/concepts.hpp"
+#include "slowmo/core/non_finite.hpp"
 #include "slowmo/core/schedule.hpp"
 #include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
@@ -25,6 +26,7 @@ struct BasicAdamOptions {
   double weight_decay = Decoupled ? 1e-2 : 0.0;
   bool amsgrad = false;
   bool maximize = false;
+  NonFinite non_finite = NonFinite::raise;  ///< NaN/Inf in the gradient: raise, skip or propagate
 };
 using AdamOptions = BasicAdamOptions<false>;
 using AdamWOptions = BasicAdamOptions<true>;
@@ -53,6 +55,11 @@ class BasicAdam {
 
   void step(ref_type x, const_ref_type g) {
     detail::check_step_sizes(name, x.size(), g.size(), exp_avg_.size() > 0 ? exp_avg_.size() : -1);
+    if constexpr (std::is_same_v<Space, Host>)  // (device gradients are not scanned: see NonFinite)
+      if (detail::reject_gradient(options_.non_finite, name, g.data(), g.size(), clock_.steps() + 1)) {
+        clock_.tick();  // a skipped step still counts: every schedule stays aligned
+        return;
+      }
     if (exp_avg_.size() != x.size()) {  // first step: the state's only allocation
       exp_avg_.setZero(x.size());
       exp_avg_sq_.setZero(x.size());

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "slowmo/core/concepts.hpp"
+#include "slowmo/core/non_finite.hpp"
 #include "slowmo/core/schedule.hpp"
 #include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
@@ -21,6 +22,7 @@ struct SgdOptions {
   double weight_decay = 0.0;
   bool nesterov = false;
   bool maximize = false;
+  NonFinite non_finite = NonFinite::raise;  ///< NaN/Inf in the gradient: raise, skip or propagate
 };
 
 /// SGD (heavy ball, or Nesterov with `nesterov = true`). Per step, with d the gradient:
@@ -49,6 +51,11 @@ class Sgd {
   void step(ref_type x, const_ref_type g) {
     const bool has_momentum = options_.momentum != 0.0;
     detail::check_step_sizes("Sgd", x.size(), g.size(), momentum_buffer_.size() > 0 ? momentum_buffer_.size() : -1);
+    if constexpr (std::is_same_v<Space, Host>)  // (device gradients are not scanned: see NonFinite)
+      if (detail::reject_gradient(options_.non_finite, "Sgd", g.data(), g.size(), clock_.steps() + 1)) {
+        clock_.tick();  // a skipped step still counts: every schedule stays aligned
+        return;
+      }
     const double lr = clock_.current();
     rules::Sgd<T> rule{.lr = T(lr),
                        .sign = T(options_.maximize ? -1 : 1),
@@ -126,6 +133,7 @@ struct NesterovOptions {
   double momentum = 0.9;
   double weight_decay = 0.0;
   bool maximize = false;
+  NonFinite non_finite = NonFinite::raise;
 };
 
 /// SGD with Nesterov momentum: Sgd with nesterov = true, under the name users look for.
@@ -140,7 +148,8 @@ class Nesterov : public Sgd<T, S, Space> {
                              .dampening = 0.0,
                              .weight_decay = o.weight_decay,
                              .nesterov = true,
-                             .maximize = o.maximize},
+                             .maximize = o.maximize,
+                             .non_finite = o.non_finite},
                   std::move(schedule)) {}
 };
 

@@ -88,6 +88,14 @@ struct EngineOptions {
   std::vector<double> time_factor{};  // per worker, multiplies compute(); empty = all 1
   double jitter = 0;                  // compute() multiplied by U(1 - jitter, 1 + jitter)
   std::uint64_t seed = 0;
+  std::vector<double> message_delay{};  // per worker: extra seconds before what it sends arrives
+  std::vector<std::int64_t> fail_at{};  // per worker: throw at this communication call (1-based); 0: never
+};
+
+/// Thrown by a worker's communicator where the simulator was told to inject a fault.
+class injected_fault : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
 };
 
 /// Per-worker accounting available after a run.
@@ -106,6 +114,8 @@ class Engine {
       Worker& w = workers_[static_cast<std::size_t>(r)];
       w.rng.seed(opt_.seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(r) + 1);
       w.factor = opt_.time_factor.empty() ? 1.0 : opt_.time_factor[static_cast<std::size_t>(r)];
+      w.delay = opt_.message_delay.empty() ? 0.0 : opt_.message_delay[static_cast<std::size_t>(r)];
+      w.fail_at = opt_.fail_at.empty() ? 0 : opt_.fail_at[static_cast<std::size_t>(r)];
     }
     alive_ = m_;
     start_ = std::chrono::steady_clock::now();
@@ -190,6 +200,7 @@ class Engine {
   double exchange(int r, std::span<const T> out, double weight, int dest, std::span<T> in, int source) {
     std::unique_lock lk(mu_);
     throw_if_aborted();
+    count_call(r, "exchange");
     check_peer(r, dest, "dest");
     check_peer(r, source, "source");
     Worker& w = worker(r);
@@ -234,6 +245,8 @@ class Engine {
     Status status = Status::runnable;
     double clock = 0;
     double factor = 1;
+    double delay = 0;
+    std::int64_t fail_at = 0, calls = 0;
     std::mt19937_64 rng;
     std::condition_variable cv;
     Op op;
@@ -295,6 +308,13 @@ class Engine {
   void throw_if_aborted() const {
     if (aborted_) throw Aborted{};
   }
+  /// Counts worker r's communication calls and injects the configured fault.
+  void count_call(int r, const char* op) {
+    Worker& w = worker(r);
+    if (++w.calls == w.fail_at)
+      throw injected_fault(concat("slowmo: injected fault: worker ", r, " fails at its communication call ", w.calls,
+                                  " (", op, ")"));
+  }
   void check_peer(int r, int peer, const char* what) const {
     if (peer < 0 || peer >= m_)
       throw comm_error(concat("slowmo: worker ", r, ": exchange ", what, " = ", peer, " is out of range [0, ", m_,
@@ -310,6 +330,7 @@ class Engine {
     // A collective that already failed fails its late arrivals with the same cause, even
     // once the first failures have aborted the run: every participant learns why.
     if (slot_.arrived == 0 || slot_.error.empty()) throw_if_aborted();
+    count_call(r, kind_name(kind));
     if (kind == Kind::broadcast && (root < 0 || root >= m_))
       throw comm_error(concat("slowmo: worker ", r, ": broadcast root ", root, " is out of range [0, ", m_, ")"));
     Worker& w = worker(r);
@@ -317,13 +338,13 @@ class Engine {
     if (slot_.arrived == 0) {
       slot_.op = op;
       slot_.first_rank = r;
-      slot_.latest = w.clock;
+      slot_.latest = w.clock + w.delay;
       slot_.error.clear();
     } else if (slot_.error.empty()) {
       slot_.error = mismatch(r, op);
     }
     slot_.bufs[static_cast<std::size_t>(r)] = data;
-    slot_.latest = std::max(slot_.latest, w.clock);
+    slot_.latest = std::max(slot_.latest, w.clock + w.delay);  // a delayed worker's data arrives late
     w.op = op;
     w.status = Status::blocked;
     ++blocked_;
@@ -447,7 +468,7 @@ class Engine {
     msg.count = count;
     msg.type = type;
     msg.weight = weight;
-    msg.arrival = s.clock + opt_.cost.message(bytes);
+    msg.arrival = s.clock + s.delay + opt_.cost.message(bytes);
     s.bytes_sent += bytes;
     s.messages_sent += 1;
   }
