@@ -9,6 +9,7 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <type_traits>
 
 #include "slowmo/core/config.hpp"
 
@@ -23,7 +24,11 @@ struct Pack {
 
   Pack() = default;
   SLOWMO_ALWAYS_INLINE Pack(packet p) : v(p) {}
-  SLOWMO_ALWAYS_INLINE Pack(T s) : v(Eigen::internal::pset1<packet>(s)) {}
+  // Broadcast; absent when Eigen has no SIMD for T here (EIGEN_DONT_VECTORIZE, nvcc's host
+  // pass, ...) and the packet is T itself, which the constructor above then takes.
+  SLOWMO_ALWAYS_INLINE Pack(T s)
+    requires(!std::is_same_v<packet, T>)
+      : v(Eigen::internal::pset1<packet>(s)) {}
 
   static SLOWMO_ALWAYS_INLINE Pack load(const T* p) { return Eigen::internal::ploadu<packet>(p); }
   SLOWMO_ALWAYS_INLINE void store(T* p) const { Eigen::internal::pstoreu(p, v); }
