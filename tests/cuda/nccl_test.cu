@@ -12,6 +12,15 @@
 // in rank order: each all-reduce may differ by a few roundings of its m terms. The
 // quadratic test problem contracts, so such differences do not grow faster than linearly
 // over the steps: the bound is 16 m eps(T) per step, relative to max(1, |x|).
+// First, alone (header self-containment, see optim_test.cu).
+#ifdef SLOWMO_TEST_MPI
+#include <slowmo/cuda/nccl_mpi.hpp>
+#include <slowmo/cuda/nccl_mpi.hpp>
+#else
+#include <slowmo/cuda/nccl.hpp>
+#include <slowmo/cuda/nccl.hpp>
+#endif
+
 #include <doctest/doctest.h>
 
 #include <atomic>

@@ -11,6 +11,11 @@
 // on the host, in the same code, for both. Each element therefore sees the same sequence of
 // roundings: the trajectories (and the optimizer states) must agree bit for bit. A host
 // compiled with FMA contraction would break this; the test then says by how many ulps.
+// First, alone: the nvcc-only headers of slowmo/cuda compile on their own (the host header
+// check cannot compile them); the other CUDA programs start with the others.
+#include <slowmo/cuda/device.hpp>
+#include <slowmo/cuda/device.hpp>  // and the include guard works
+
 #include <doctest/doctest.h>
 
 #include <cmath>
