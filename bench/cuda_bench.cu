@@ -12,6 +12,10 @@
 //   cuda_bench [--smoke] [google benchmark flags]
 // --smoke: 2^20 parameters and 3 iterations each, to check that everything runs. Without a
 // CUDA device it prints "skipped: no CUDA device (...)" and exits with 77.
+// First, alone (header self-containment, see tests/cuda/optim_test.cu).
+#include <slowmo/cuda/for_each.hpp>
+#include <slowmo/cuda/for_each.hpp>
+
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
