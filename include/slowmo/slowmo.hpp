@@ -11,6 +11,7 @@
 #include "slowmo/core/config.hpp"
 #include "slowmo/core/error.hpp"
 #include "slowmo/core/schedule.hpp"
+#include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
 #include "slowmo/dist/gradient_all_reduce.hpp"
