@@ -13,6 +13,7 @@
 #include "slowmo/core/error.hpp"
 #include "slowmo/core/non_finite.hpp"
 #include "slowmo/core/schedule.hpp"
+#include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
 #include "slowmo/dist/gradient_all_reduce.hpp"

@@ -205,6 +205,9 @@ TEST_SUITE("device") {
     copy = std::as_const(d).segment(10, 5);  // assignment from a view resizes
     CHECK(copy.size() == 5);
     CHECK((copy.to_host().array() == h.segment(10, 5).array()).all());
+    DeviceVector<T> self = d;
+    self = std::as_const(self).segment(1, 3);  // from a part of itself
+    CHECK((self.to_host().array() == h.segment(1, 3).array()).all());
     // host side through an Eigen::Map over plain memory
     std::vector<T> raw(5);
     Eigen::Map<Vector<T>> map(raw.data(), 5);

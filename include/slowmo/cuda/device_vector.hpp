@@ -117,6 +117,11 @@ class DeviceVector {
   /// Becomes a copy of the elements `src` views (device-to-device, queued on the stream).
   DeviceVector& operator=(DeviceSpan<const T> src) {
     if (src.data() == data_ && src.size() == size_) return *this;
+    if (size_ > 0 && src.data() >= data_ && src.data() < data_ + size_) {  // a part of itself
+      DeviceVector part(src.size());
+      part.copy_device(src.data(), src.size());
+      return *this = std::move(part);
+    }
     resize(src.size());
     copy_device(src.data(), src.size());
     return *this;
