@@ -150,6 +150,20 @@ void barrier(C& comm) {
   for (int i = 0; i < 5; ++i) comm.barrier();
 }
 
+/// The worker's clock (virtual on the simulator, wall-clock elsewhere) never goes back, and
+/// moves on by at least the time the worker waited.
+template <slowmo::Communicator C>
+void clock(C& comm) {
+  const int r = comm.rank();
+  const double t0 = comm.now();
+  wait_seconds(comm, 0.002);
+  const double t1 = comm.now();
+  comm.barrier();
+  const double t2 = comm.now();
+  expect(t1 - t0 >= 0.002 * 0.999, "worker ", r, ": now() moved by ", t1 - t0, " s over a 0.002 s wait");
+  expect(t2 >= t1, "worker ", r, ": now() went back across a barrier, from ", t1, " to ", t2);
+}
+
 template <slowmo::Communicator C>
 void rank_and_size(C& comm) {
   const int m = comm.size(), r = comm.rank();
@@ -169,6 +183,7 @@ void all(C& comm) {
   broadcast<double>(comm);
   exchange<float>(comm);
   exchange<double>(comm);
+  clock(comm);
   barrier(comm);
 }
 
