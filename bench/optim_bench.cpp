@@ -6,6 +6,11 @@
 // bytes); triad a = b + s c moves 3 arrays. Counters: bytes_per_second, items_per_second
 // (parameters per second), of_triad (this update's bandwidth / triad's, same size and type).
 // Single thread; sizes from 1e3 (cache-resident) to 2^24 (memory-bound).
+//
+// The optimizer steps run with non_finite = propagate: the update alone, one pass. With
+// the default policy (raise) a step first reads the gradient once more to look for NaN and
+// infinities (so that nothing changes when it throws); the `_checked` variants measure that
+// default, still counting only the update's bytes, and `nan_check` the scan alone.
 #include <benchmark/benchmark.h>
 
 #include <chrono>
@@ -110,11 +115,11 @@ void BM_AdamThreeExpressions(benchmark::State& state) {
 /// SlowMo over Nesterov with tau = 12 on one worker (zero-cost network) against Nesterov
 /// alone: time per base step, the outer step amortised over tau.
 template <class T, bool WithSlowMo>
-void BM_SlowMoAmortised(benchmark::State& state) {
+void BM_SlowMoAmortised(benchmark::State& state, slowmo::NonFinite policy) {
   const Eigen::Index n = state.range(0);
   Vector<T> x = Vector<T>::Constant(n, T(0.5)), g = Vector<T>::Constant(n, T(1e-3));
   slowmo::SingleWorker solo;
-  slowmo::Nesterov<T> base({.lr = 1e-3});
+  slowmo::Nesterov<T> base({.lr = 1e-3, .non_finite = policy});
   slowmo::SlowMo slow(base, solo, {.tau = 12, .beta = 0.5});
   for (auto _ : state) {
     for (int t = 0; t < 12; ++t) {
@@ -131,6 +136,15 @@ void BM_SlowMoAmortised(benchmark::State& state) {
       benchmark::Counter(12, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
 }
 
+/// The default policy's scan of the gradient for NaN and infinities, alone (reads g once).
+template <class T>
+void BM_NanCheck(benchmark::State& state) {
+  const Eigen::Index n = state.range(0);
+  const Vector<T> g = Vector<T>::Constant(n, T(1e-3));
+  for (auto _ : state) benchmark::DoNotOptimize(slowmo::detail::first_non_finite(g.data(), n));
+  report<T>(state, n, 1);
+}
+
 void sizes(benchmark::internal::Benchmark* b) {
   for (int64_t n : {int64_t(1000), int64_t(1) << 16, int64_t(1) << 20, int64_t(1) << 24}) b->Arg(n);
   b->Unit(benchmark::kMicrosecond);
@@ -142,13 +156,18 @@ void register_all(const std::string& tn) {
   auto reg = [&](const std::string& name, auto&& fn, auto&&... args) {
     benchmark::RegisterBenchmark((name + "/" + tn).c_str(), fn, args...)->Apply(sizes);
   };
+  constexpr auto unchecked = NonFinite::propagate;
   reg("triad", BM_Triad<T>);
-  reg("sgd", BM_Step<Sgd<T>>, Sgd<T>({.lr = 1e-3}), 3);                                    // p g | p
-  reg("sgd_momentum", BM_Step<Sgd<T>>, Sgd<T>({.lr = 1e-3, .momentum = 0.9}), 5);         // p g b | p b
-  reg("nesterov", BM_Step<Nesterov<T>>, Nesterov<T>({.lr = 1e-3}), 5);                    // p g b | p b
-  reg("adam", BM_Step<Adam<T>>, Adam<T>(), 7);                                             // p g m v | p m v
-  reg("adamw", BM_Step<AdamW<T>>, AdamW<T>(), 7);                                          // p g m v | p m v
-  reg("adam_amsgrad", BM_Step<Adam<T>>, Adam<T>({.amsgrad = true}), 9);                    // + vmax | vmax
+  reg("sgd", BM_Step<Sgd<T>>, Sgd<T>({.lr = 1e-3, .non_finite = unchecked}), 3);                    // p g | p
+  reg("sgd_momentum", BM_Step<Sgd<T>>, Sgd<T>({.lr = 1e-3, .momentum = 0.9, .non_finite = unchecked}), 5);  // p g b | p b
+  reg("nesterov", BM_Step<Nesterov<T>>, Nesterov<T>({.lr = 1e-3, .non_finite = unchecked}), 5);    // p g b | p b
+  reg("adam", BM_Step<Adam<T>>, Adam<T>({.non_finite = unchecked}), 7);                             // p g m v | p m v
+  reg("adamw", BM_Step<AdamW<T>>, AdamW<T>({.non_finite = unchecked}), 7);                          // p g m v | p m v
+  reg("adam_amsgrad", BM_Step<Adam<T>>, Adam<T>({.amsgrad = true, .non_finite = unchecked}), 9);    // + vmax | vmax
+  reg("nesterov_checked", BM_Step<Nesterov<T>>, Nesterov<T>({.lr = 1e-3}), 5);
+  reg("adam_checked", BM_Step<Adam<T>>, Adam<T>(), 7);
+  reg("adamw_checked", BM_Step<AdamW<T>>, AdamW<T>(), 7);
+  reg("nan_check", BM_NanCheck<T>);                                                                 // g
   reg("adam_three_expressions", BM_AdamThreeExpressions<T>);
   reg("lookahead_sync", BM_Rule<T, rules::LookaheadSync<T>, 0, 1>, rules::LookaheadSync<T>{T(0.5)}, 4,
       std::make_index_sequence<2>{});  // slow fast | slow fast
@@ -157,10 +176,12 @@ void register_all(const std::string& tn) {
       std::make_index_sequence<3>{});  // x x0 u | x x0 u
   reg("sgp_share", BM_Rule<T, rules::PushSumShare<T>, 0, 1>, rules::PushSumShare<T>{T(0.5)}, 2,
       std::make_index_sequence<2>{});  // num | share
-  reg("sgp_combine", BM_Rule<T, rules::PushSumCombine<T>, 0, 1, 2, 3>, rules::PushSumCombine<T>{T(1)}, 4 + 0,
+  reg("sgp_combine", BM_Rule<T, rules::PushSumCombine<T>, 0, 1, 2, 3>, rules::PushSumCombine<T>{T(1)}, 4,
       std::make_index_sequence<4>{});  // kept received | num z
-  benchmark::RegisterBenchmark(("slowmo_tau12_step/" + tn).c_str(), BM_SlowMoAmortised<T, true>)->Apply(sizes);
-  benchmark::RegisterBenchmark(("nesterov_alone_step/" + tn).c_str(), BM_SlowMoAmortised<T, false>)->Apply(sizes);
+  reg("slowmo_tau12_step", BM_SlowMoAmortised<T, true>, unchecked);
+  reg("nesterov_alone_step", BM_SlowMoAmortised<T, false>, unchecked);
+  reg("slowmo_tau12_step_checked", BM_SlowMoAmortised<T, true>, NonFinite::raise);
+  reg("nesterov_alone_step_checked", BM_SlowMoAmortised<T, false>, NonFinite::raise);
 }
 
 }  // namespace

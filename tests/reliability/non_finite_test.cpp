@@ -110,3 +110,20 @@ TEST_CASE("distributed: a skip keeps every worker's schedule aligned; gradient a
           std::string::npos);
   }
 }
+
+TEST_CASE_TEMPLATE("the gradient scan finds the first NaN or infinity wherever it is", T, float, double) {
+  // Every position of a vector long enough to cover the scan's unrolled body (4 SIMD packets
+  // a trip) several times and its scalar tail, and each kind of non-finite value.
+  const Eigen::Index n = 101;
+  Vector<T> g = Vector<T>::LinSpaced(n, T(-1e30), T(1e30));  // large but finite: x * 0 stays 0
+  CHECK(slowmo::detail::first_non_finite(g.data(), n) == -1);
+  CHECK(slowmo::detail::first_non_finite(g.data(), 0) == -1);
+  for (T bad : {T(kNaN), T(kInf), T(-kInf)})
+    for (Eigen::Index i = 0; i < n; ++i) {
+      Vector<T> h = g;
+      h[i] = bad;
+      if (i + 3 < n) h[i + 3] = T(kNaN);  // a later one does not hide the first
+      CAPTURE(i);
+      CHECK(slowmo::detail::first_non_finite(h.data(), n) == i);
+    }
+}

@@ -9,11 +9,54 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <cmath>
 #include <type_traits>
 
 #include "slowmo/core/config.hpp"
+#include "slowmo/core/math.hpp"
 
 namespace slowmo::detail {
+
+// The correctly rounded square root of every lane: what IEEE-754, std::sqrt and the GPU's
+// __fsqrt_rn compute. Not Eigen's psqrt: under Eigen's default EIGEN_FAST_MATH that is, for
+// float with SSE and AVX (and float and double with AVX-512, float on 32-bit ARM), the
+// hardware's reciprocal square-root estimate refined by Newton steps: 1-2 bits off, NaN for
+// +inf, zero for denormals. Adam's step would then depend on whether an element fell in the
+// SIMD body or the scalar tail, and would differ from PyTorch's and from the GPU's.
+template <class Packet>
+inline Packet exact_sqrt(const Packet& x) {  // any other packet: lane by lane
+  using T = typename Eigen::internal::unpacket_traits<Packet>::type;
+  constexpr int n = Eigen::internal::unpacket_traits<Packet>::size;
+  T lanes[n];
+  Eigen::internal::pstoreu(lanes, x);
+  for (int k = 0; k < n; ++k) lanes[k] = std::sqrt(lanes[k]);
+  return Eigen::internal::ploadu<Packet>(lanes);
+}
+// Where the packet is the scalar itself (no SIMD for T, or device code).
+SLOWMO_HOST_DEVICE inline float exact_sqrt(float x) { return math::sqrt(x); }
+SLOWMO_HOST_DEVICE inline double exact_sqrt(double x) { return math::sqrt(x); }
+#if defined(EIGEN_VECTORIZE_SSE2)
+inline Eigen::internal::Packet4f exact_sqrt(const Eigen::internal::Packet4f& x) { return _mm_sqrt_ps(x); }
+inline Eigen::internal::Packet2d exact_sqrt(const Eigen::internal::Packet2d& x) { return _mm_sqrt_pd(x); }
+#endif
+#if defined(EIGEN_VECTORIZE_AVX)
+inline Eigen::internal::Packet8f exact_sqrt(const Eigen::internal::Packet8f& x) { return _mm256_sqrt_ps(x); }
+inline Eigen::internal::Packet4d exact_sqrt(const Eigen::internal::Packet4d& x) { return _mm256_sqrt_pd(x); }
+#endif
+#if defined(EIGEN_VECTORIZE_AVX512)
+// (The masked forms with every lane selected: GCC 12 warns that the unmasked ones read an
+// uninitialised register.)
+inline Eigen::internal::Packet16f exact_sqrt(const Eigen::internal::Packet16f& x) {
+  return _mm512_mask_sqrt_ps(x, __mmask16(0xFFFF), x);
+}
+inline Eigen::internal::Packet8d exact_sqrt(const Eigen::internal::Packet8d& x) {
+  return _mm512_mask_sqrt_pd(x, __mmask8(0xFF), x);
+}
+#endif
+#if defined(EIGEN_VECTORIZE_NEON) && EIGEN_ARCH_ARM64  // Eigen's psqrt is vsqrtq_f32 / vsqrtq_f64 there
+inline Eigen::internal::Packet4f exact_sqrt(const Eigen::internal::Packet4f& x) { return Eigen::internal::psqrt(x); }
+inline Eigen::internal::Packet2d exact_sqrt(const Eigen::internal::Packet2d& x) { return Eigen::internal::psqrt(x); }
+#endif
 
 template <class T>
 struct Pack {
@@ -45,10 +88,12 @@ struct Pack {
   SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack& operator-=(Pack b) { return *this = *this - b; }
   SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack& operator*=(Pack b) { return *this = *this * b; }
 
-  friend SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack sqrt(Pack a) { return Eigen::internal::psqrt(a.v); }
-  // NaN handling follows the instruction set; the rules only take the max of second-moment
-  // estimates, which are NaN only when the gradient already was.
-  friend SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack max(Pack a, Pack b) { return Eigen::internal::pmax(a.v, b.v); }
+  friend SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack sqrt(Pack a) { return exact_sqrt(a.v); }
+  // As math::max and the GPU's: a < b ? b : a, so a NaN takes the same side in every lane
+  // (the instruction set's max would return its second operand).
+  friend SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack max(Pack a, Pack b) {
+    return Eigen::internal::pselect(Eigen::internal::pcmp_lt(a.v, b.v), b.v, a.v);
+  }
 };
 
 }  // namespace slowmo::detail
