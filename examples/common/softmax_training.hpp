@@ -69,7 +69,8 @@ Trace train(Comm& comm, const slowmo::problems::LogisticRegression& problem, Mak
 }
 
 /// The algorithms of the comparison, each as a factory from a communicator. Learning rates
-/// were chosen once for this problem (SGD lr 0.2, momentum 0.9, cosine decay; DiLoCo inner AdamW lr 1e-3; BMUF inner SGD lr 0.1 with its block momentum 1 - 1/m).
+/// were chosen once for this problem (SGD lr 0.2, momentum 0.9; DiLoCo inner AdamW lr 1e-3;
+/// BMUF inner SGD lr 0.1 with its block momentum 1 - 1/m), each with the same cosine decay.
 template <class Comm>
 struct Algorithms {
   using F = Eigen::VectorXf::Scalar;
@@ -86,7 +87,9 @@ struct Algorithms {
   }
   static auto slowmo_sgp(Comm& c) { return slowmo::SlowMo(slowmo::Sgp(sgd(), c), c, {.tau = 12, .beta = 0.7}); }
   static auto bmuf(Comm& c) { return slowmo::bmuf(plain(), c, {.tau = 12, .nesterov = true}); }
-  static auto diloco(Comm& c) { return slowmo::diloco<F>(c, {.H = 12, .inner_lr = 1e-3, .inner_weight_decay = 0.0}); }
+  static auto diloco(Comm& c) {  // the same cosine decay of its inner lr, as the DiLoCo paper does
+    return slowmo::diloco<F>(c, {.H = 12, .inner_lr = 1e-3, .inner_weight_decay = 0.0}, decay);
+  }
   static auto lookahead(Comm& c) {
     return slowmo::GradientAllReduce(slowmo::Lookahead(sgd(), {.k = 5, .alpha = 0.5}), c);
   }

@@ -2,6 +2,7 @@
 // in float and double.
 #include <doctest/doctest.h>
 
+#include <array>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -188,6 +189,28 @@ TEST_CASE_TEMPLATE("7. BMUF with Nesterov block momentum is the DiLoCo outer rul
     CHECK(ours == p);  // the DiLoCo rule, bit for bit
     // The BMUF formulation in double, fed the same x_bar: equal up to the rounding of T.
     CHECK((ours.template cast<double>() - Wg).cwiseAbs().maxCoeff() <= 64 * eps<T>() * (round + 1));
+  }
+}
+
+TEST_CASE_TEMPLATE("the DiLoCo preset: published defaults, and its inner lr follows a schedule", T, float, double) {
+  using namespace slowmo;
+  SingleWorker solo;
+  const auto d = diloco<T>(solo);
+  CHECK(d.options().tau == 500);
+  CHECK(d.options().alpha == 0.7);
+  CHECK(d.options().beta == 0.9);
+  CHECK(d.options().nesterov);
+  CHECK_FALSE(d.options().divide_by_lr);
+  CHECK(d.options().base_state == OnSync::keep);
+  CHECK(d.base().options().lr == 4e-4);
+  CHECK(d.base().options().betas == std::array<double, 2>{0.9, 0.95});
+  CHECK(d.base().options().weight_decay == 0.1);
+  // StepDecay(2, 0.5) halves the inner lr every 2 steps: steps 0..4 use 0.1, 0.1, 0.05, 0.05, 0.025.
+  auto scheduled = diloco<T>(solo, {.H = 3, .inner_lr = 0.1}, schedule::StepDecay{.step_size = 2, .gamma = 0.5});
+  Vector<T> x = Vector<T>::Ones(4), g = Vector<T>::Ones(4);
+  for (double lr : {0.1, 0.1, 0.05, 0.05, 0.025}) {
+    scheduled.step(x, g);
+    CHECK(scheduled.last_lr() == doctest::Approx(lr));
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include <array>
 
+#include <slowmo/core/communicator.hpp>
 #include <slowmo/optim/adam.hpp>
 #include <slowmo/optim/lookahead.hpp>
 #include <slowmo/optim/sgd.hpp>
@@ -53,4 +54,22 @@ TEST_CASE_TEMPLATE("views: Sgd, Nesterov, Adam, AdamW, Lookahead", T, float, dou
   same_result_through_every_view(slowmo::Adam<T>({.lr = 0.1, .amsgrad = true}));
   same_result_through_every_view(slowmo::AdamW<T>({.lr = 0.1}));
   same_result_through_every_view(slowmo::Lookahead(slowmo::Sgd<T>({.lr = 0.1}), {.k = 2}));
+}
+
+TEST_CASE("as_span views contiguous vectors and refuses a strided one") {
+  Vector<float> v = Vector<float>::LinSpaced(8, 0, 7);
+  const auto whole = slowmo::as_span(v);
+  CHECK(whole.data() == v.data());
+  CHECK(whole.size() == 8);
+  const auto part = slowmo::as_span(v.segment(2, 3));
+  CHECK(part.data() == v.data() + 2);
+  CHECK(part.size() == 3);
+  // A Map whose stride is known only at run time: accepted when it is 1, refused otherwise
+  // (a span over it would silently read the wrong elements).
+  Eigen::Map<Vector<float>, 0, Eigen::InnerStride<>> unit(v.data(), 8, Eigen::InnerStride<>(1));
+  CHECK(slowmo::as_span(unit).size() == 8);
+  Eigen::Map<Vector<float>, 0, Eigen::InnerStride<>> every_other(v.data(), 4, Eigen::InnerStride<>(2));
+  CHECK_THROWS_WITH_AS(slowmo::as_span(every_other), doctest::Contains("inner stride is 2"), std::invalid_argument);
+  const Eigen::Map<const Vector<float>, 0, Eigen::InnerStride<>> const_strided(v.data(), 4, Eigen::InnerStride<>(2));
+  CHECK_THROWS_AS(slowmo::as_span(const_strided), std::invalid_argument);
 }

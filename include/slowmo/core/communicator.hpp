@@ -7,6 +7,8 @@
 #include <concepts>
 #include <cstddef>
 #include <span>
+#include <stdexcept>
+#include <string>
 
 #include "slowmo/core/vector.hpp"
 
@@ -62,18 +64,30 @@ consteval bool check_communicator() {
   return Communicator<C>;
 }
 
-/// A span over a contiguous Eigen vector (VectorX, Map, Ref, segment).
+namespace detail {
+/// A stride known only at run time (Map or Ref with InnerStride<>) must be 1.
 template <class Derived>
-auto as_span(Eigen::DenseBase<Derived>& v) {
-  using T = typename Derived::Scalar;
+void require_contiguous(const Eigen::DenseBase<Derived>& v) {
   static_assert(Derived::InnerStrideAtCompileTime == 1 || Derived::InnerStrideAtCompileTime == Eigen::Dynamic,
                 "slowmo::as_span needs a contiguous vector");
-  return std::span<T>(v.derived().data(), static_cast<std::size_t>(v.size()));
+  if constexpr (Derived::InnerStrideAtCompileTime == Eigen::Dynamic)
+    if (v.size() > 1 && v.innerStride() != 1)
+      throw std::invalid_argument("slowmo::as_span: the vector's inner stride is " + std::to_string(v.innerStride()) +
+                                  "; a span needs contiguous elements (stride 1): copy it into a Vector first");
+}
+}  // namespace detail
+
+/// A span over a contiguous Eigen vector (VectorX, Map, Ref, segment); a strided view throws
+/// std::invalid_argument.
+template <class Derived>
+auto as_span(Eigen::DenseBase<Derived>& v) {
+  detail::require_contiguous(v);
+  return std::span<typename Derived::Scalar>(v.derived().data(), static_cast<std::size_t>(v.size()));
 }
 template <class Derived>
 auto as_span(const Eigen::DenseBase<Derived>& v) {
-  using T = typename Derived::Scalar;
-  return std::span<const T>(v.derived().data(), static_cast<std::size_t>(v.size()));
+  detail::require_contiguous(v);
+  return std::span<const typename Derived::Scalar>(v.derived().data(), static_cast<std::size_t>(v.size()));
 }
 
 /// Charges `nominal_seconds` of computation to the worker's clock where the backend keeps

@@ -55,11 +55,14 @@ struct DiLoCoOptions {
 };
 
 /// `diloco<float>(comm)` on the host; `diloco<float, slowmo::cuda::Device>(nccl)` on the GPU.
-template <Real T, MemorySpace Space = Host, class Comm>
-SlowMo<AdamW<T, schedule::Constant, Space>, Comm> diloco(Comm& comm, DiLoCoOptions o = {}) {
-  using Inner = AdamW<T, schedule::Constant, Space>;
+/// The inner learning rate follows `schedule` (constant by default; the paper decays it
+/// with a cosine after a linear warm-up, e.g. schedule::warmup_cosine(1000, total_steps)).
+template <Real T, MemorySpace Space = Host, class Comm, Schedule S = schedule::Constant>
+SlowMo<AdamW<T, S, Space>, Comm> diloco(Comm& comm, DiLoCoOptions o = {}, S schedule = {}) {
+  using Inner = AdamW<T, S, Space>;
   return SlowMo<Inner, Comm>(
-      Inner({.lr = o.inner_lr, .betas = o.inner_betas, .weight_decay = o.inner_weight_decay}), comm,
+      Inner({.lr = o.inner_lr, .betas = o.inner_betas, .weight_decay = o.inner_weight_decay}, std::move(schedule)),
+      comm,
       {.tau = o.H,
        .alpha = o.outer_lr,
        .beta = o.outer_momentum,
