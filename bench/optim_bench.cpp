@@ -17,7 +17,7 @@
 #include <map>
 #include <string>
 
-#include <slowmo/dist/rules.hpp>
+#include <slowmo/distributed/rules.hpp>
 #include <slowmo/slowmo.hpp>
 
 namespace {
@@ -121,6 +121,7 @@ void BM_SlowMoAmortised(benchmark::State& state, slowmo::NonFinite policy) {
   slowmo::SingleWorker solo;
   slowmo::Nesterov<T> base({.lr = 1e-3, .non_finite = policy});
   slowmo::SlowMo slow(base, solo, {.tau = 12, .beta = 0.5});
+  slow.start(x);
   auto period = [&] {
     for (int t = 0; t < 12; ++t) {
       if constexpr (WithSlowMo)

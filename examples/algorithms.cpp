@@ -48,6 +48,7 @@ Outcome train(const Problem& p, Make make) {
         std::mt19937_64 rng(100 + r);
         std::normal_distribution<float> noise(0.0f, 0.1f);
         Eigen::VectorXf x = Eigen::VectorXf::Zero(dim), g(dim);
+        slowmo::start(opt, x);
         for (int t = 0; t < steps; ++t) {
           for (int j = 0; j < dim; ++j) g[j] = float(p.a(j, r) * (x[j] - p.c(j, r))) + noise(rng);
           comm.compute(1e-3);

@@ -32,6 +32,7 @@ int main() {
     slowmo::cuda::DeviceVector<float> x = slowmo::cuda::DeviceVector<float>::Zero(n), g(n);
     slowmo::SlowMo opt(slowmo::cuda::Nesterov<float>({.lr = 0.1, .momentum = 0.9}), comm,
                        {.tau = 12, .alpha = 1.0, .beta = 0.6, .base_state = slowmo::OnSync::reset});
+    opt.start(x);  // before the first gradient: every GPU takes worker 0's point
     for (int t = 0; t < 480; ++t) {
       gradient<<<256, 256, 0, slowmo::cuda::current_stream()>>>(x.data(), g.data(), float(comm.rank()), n);
       slowmo::cuda::check(cudaGetLastError(), "gradient kernel launch");

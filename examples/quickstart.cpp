@@ -14,6 +14,7 @@ int main() {
     slowmo::SlowMo opt(Base({.lr = 0.02, .momentum = 0.9}, {.total_steps = 1200}), comm,
                        {.tau = 12, .alpha = 1.0, .beta = 0.6, .base_state = slowmo::OnSync::reset});
     Eigen::VectorXd x = Eigen::VectorXd::Zero(problem.dim()), g(problem.dim());
+    opt.start(x);  // before the first gradient: every worker takes worker 0's point
     for (int t = 0; t < 1200; ++t) {
       problem.sample_gradient(comm.rank(), t, x, g);  // a minibatch of this worker's rows
       comm.compute(1e-3);                              // 1 ms of simulated compute

@@ -51,6 +51,7 @@ template <class Comm, class Make>
 Trace train(Comm& comm, const slowmo::problems::LogisticRegression& problem, Make make, const Settings& s) {
   auto opt = make(comm);
   Eigen::VectorXf x = Eigen::VectorXf::Zero(problem.dim()), g(problem.dim());
+  slowmo::start(opt, x);  // every worker starts from worker 0's point
   Trace trace;
   auto record = [&](int t) {
     trace.step.push_back(t);

@@ -3,7 +3,7 @@
 // saying why, instead of handing device pointers to a host backend.
 #include <slowmo/comm/simulator.hpp>
 #include <slowmo/comm/single_worker.hpp>
-#include <slowmo/dist/slowmo.hpp>
+#include <slowmo/distributed/slowmo.hpp>
 #include <slowmo/optim/sgd.hpp>
 
 // Host memory behind the scenes, but declared the way slowmo::cuda::Device is: only

@@ -19,7 +19,7 @@
 #include <utility>
 #include <vector>
 
-#include <slowmo/dist/rules.hpp>
+#include <slowmo/distributed/rules.hpp>
 #include <slowmo/slowmo.hpp>
 
 namespace {

@@ -163,12 +163,14 @@ void same_in_both_spaces(const char* what, int workers, MakeHost make_host, Make
   sim::run({.workers = workers}, [&](sim::Comm& comm) {
     auto opt = make_host(comm);
     Vector<T> x = start<T>(comm.rank(), d);
+    slowmo::start(opt, x);
     for (int t = 0; t < steps; ++t) opt.step(x, gradient(comm.rank(), x));
     host[std::size_t(comm.rank())] = x;
   });
   sim::run({.workers = workers}, [&](sim::Comm& comm) {
     auto opt = make_mirror(comm);
     mirror::Buffer<T> x = mirror::from<T>(start<T>(comm.rank(), d));
+    slowmo::start(opt, x);
     for (int t = 0; t < steps; ++t) {
       const mirror::Buffer<T> g = mirror::from<T>(gradient(comm.rank(), mirror::to_eigen(x)));
       opt.step(x, g);
@@ -230,6 +232,7 @@ TEST_CASE("each update is one pass over memory: one for_each per step, one per o
   const Vector<float> g0 = Vector<float>::Constant(11, 0.5f);
   mirror::Buffer<float> x = mirror::from<float>(Vector<float>::Zero(11)), g = mirror::from(g0);
   auto passes_of = [&](auto&& opt, int steps) {
+    slowmo::start(opt, x);  // (anchors without a pass: a copy)
     mirror::passes = 0;
     for (int t = 0; t < steps; ++t) opt.step(x, g);
     return mirror::passes;

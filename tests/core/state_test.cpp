@@ -55,6 +55,12 @@ TEST_CASE("Sgd and Adam list their state with kinds") {
   CHECK(a[0].size == 0);  // state exists from the first step on
   CHECK(a[2].path == "max_exp_avg_sq");
   CHECK(a[3].path == "adam_steps");
+
+  // A buffer the options rule out is not state at all: never visited, never checkpointed.
+  CHECK(entries(slowmo::Adam<double>({.amsgrad = false})).size() == 4);
+  const auto plain = entries(slowmo::Sgd<float>({.lr = 0.1}));
+  REQUIRE(plain.size() == 1);
+  CHECK(plain[0].path == "steps");
 }
 
 TEST_CASE("Lookahead lists its own state, then its base's under base/") {
@@ -62,15 +68,15 @@ TEST_CASE("Lookahead lists its own state, then its base's under base/") {
   Vector<float> x = Vector<float>::Ones(3);
   la.step(x, Vector<float>(x));
   const auto e = entries(la);
-  REQUIRE(e.size() == 7);
+  REQUIRE(e.size() == 6);  // Adam without amsgrad has no max_exp_avg_sq
   CHECK(e[0].path == "slow_weights");
   CHECK(e[0].kind == StateKind::anchor);
   CHECK(e[0].size == 3);
   CHECK(e[1].path == "steps");
   CHECK(e[2].path == "base/exp_avg");
   CHECK(e[2].size == 3);
-  CHECK(e[5].path == "base/adam_steps");
-  CHECK(e[6].path == "base/steps");
+  CHECK(e[4].path == "base/adam_steps");
+  CHECK(e[5].path == "base/steps");
 }
 
 TEST_CASE("reset_state makes the optimizer continue exactly as a fresh one, schedule position kept") {

@@ -117,6 +117,7 @@ Vector<T> train(Comm& comm, Make& make, Eigen::Index n, int steps) {
   auto opt = make(Space{}, comm);
   if constexpr (std::is_same_v<Space, Host>) {
     Vector<T> x = x0, g(n);
+    slowmo::start(opt, x);
     for (int t = 0; t < steps; ++t) {
       Host::for_each(n, parity::Problem<T>::gradient(t), g.data(), x.data(), p.a.data(), p.c.data());
       opt.step(x, g);
@@ -125,6 +126,7 @@ Vector<T> train(Comm& comm, Make& make, Eigen::Index n, int steps) {
   } else {
     DeviceVector<T> x = DeviceVector<T>::from_host(x0), g(n);
     const DeviceVector<T> a = DeviceVector<T>::from_host(p.a), c = DeviceVector<T>::from_host(p.c);
+    slowmo::start(opt, x);
     for (int t = 0; t < steps; ++t) {
       cuda::Device::for_each(n, parity::Problem<T>::gradient(t), g.data(), x.data(), a.data(), c.data());
       opt.step(x, g);
@@ -326,6 +328,8 @@ TEST_SUITE("device") {
       std::optional<Sgp<cuda::Sgd<float>, cuda::Nccl>> sgp;  // gossip needs 2 workers
       if (comm.size() > 1) sgp.emplace(cuda::Sgd<float>({.lr = 0.01}), comm, 1);
       DeviceVector<float> z = x;
+      slowmo.start(x);
+      if (sgp) sgp->start(z);
       slowmo.step(x, g);  // first steps allocate state: outside the capture
       if (sgp) sgp->step(z, g);
       cudaGraph_t graph = nullptr;
@@ -415,6 +419,7 @@ TEST_SUITE("multi_gpu") {
       cuda::run_local({}, [](cuda::Nccl& comm) {
         DeviceVector<float> x = DeviceVector<float>::Zero(1000), g = DeviceVector<float>::Zero(1000);
         SlowMo opt(cuda::Nesterov<float>({.lr = 0.1}), comm, {.tau = 2});
+        opt.start(x);
         for (int t = 0; t < 20; ++t) {
           if (comm.rank() == 1 && t == 3) throw std::runtime_error("boom at step 3");
           opt.step(x, g);

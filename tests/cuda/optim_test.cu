@@ -100,6 +100,7 @@ void check_parity(Config c, Eigen::Index n, Eigen::Index offset) {
   const DeviceSpan<const T> as = std::as_const(ad).segment(offset, n), cs = std::as_const(cd).segment(offset, n);
   parity::State device_state;
   parity::with_optimizer<T, cuda::Device>(c, [&](auto opt) {
+    slowmo::start(opt, xs);
     for (int t = 0; t < parity::steps; ++t) {
       cuda::Device::for_each(n, parity::Problem<T>::gradient(t), gs.data(), xs.data(), as.data(), cs.data());
       opt.step(xs, gs);
@@ -273,6 +274,7 @@ TEST_SUITE("device") {
     const parity::Problem<float> p(4099);
     DeviceVector<float> x = DeviceVector<float>::from_host(p.x0), g = DeviceVector<float>::from_host(p.c);
     auto kernels_in = [&](auto& opt, int steps) {
+      slowmo::start(opt, x);
       opt.step(x, g);  // the first step allocates the state (not capturable): outside
       cudaGraph_t graph = nullptr;
       cuda::check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");

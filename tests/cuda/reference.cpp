@@ -10,6 +10,7 @@ Trajectory<T> cpu_reference(Config c, Eigen::Index n) {
   Trajectory<T> out;
   with_optimizer<T, slowmo::Host>(c, [&](auto opt) {
     slowmo::Vector<T> x = p.x0, g(n);
+    slowmo::start(opt, x);
     for (int t = 0; t < steps; ++t) {
       slowmo::Host::for_each(n, Problem<T>::gradient(t), g.data(), x.data(), p.a.data(), p.c.data());
       opt.step(x, g);

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "comm/conformance.hpp"
-#include "dist/zoo.hpp"
+#include "support/zoo.hpp"
 
 namespace {
 
@@ -65,6 +65,7 @@ void resume(slowmo::mpi::Comm& comm) {
   auto train = [&](int stop) {
     slowmo::Vector<double> x = slowmo::Vector<double>::LinSpaced(7, -1, 1), g(7);
     auto opt = make();
+    slowmo::start(opt, x);
     for (int t = 0; t < 14; ++t) {
       if (t == stop) {
         slowmo::save_checkpoint(opt, file);

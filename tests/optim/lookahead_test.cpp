@@ -81,15 +81,23 @@ TEST_CASE("Lookahead: base state kept or reset at each sync") {
   }
 }
 
-TEST_CASE("Lookahead over Lookahead nests and keeps each level's slow weights") {
+TEST_CASE("Lookahead over Lookahead: the outer sync rebases the inner slow weights") {
   using Inner = slowmo::Lookahead<slowmo::Sgd<double>>;
   slowmo::Lookahead<Inner> outer(Inner(slowmo::Sgd<double>({.lr = 0.1}), {.k = 2, .alpha = 0.5}),
                                  {.k = 2, .alpha = 0.5});
   Vector<double> x = Vector<double>::Ones(2);
-  // Inner after 2 steps: 0.905 (as above). Outer syncs at the same step: slow 1 -> 0.9525.
+  // Inner after 2 steps: 0.905 (as above). The outer syncs at the same step: slow 1 ->
+  // 1 + 0.5 (0.905 - 1) = 0.9525 = x, and the inner slow weights follow x to 0.9525.
   outer.step(x, Vector<double>(x));
   outer.step(x, Vector<double>(x));
-  CHECK(outer.base().slow_weights()[0] == doctest::Approx(0.905));
   CHECK(x[0] == doctest::Approx(0.9525));
   CHECK(outer.slow_weights()[0] == doctest::Approx(0.9525));
+  CHECK(outer.base().slow_weights()[0] == doctest::Approx(0.9525));
+  // Two more steps from 0.9525: 0.85725, 0.771525; inner sync 0.9525 + 0.5 (0.771525 - 0.9525)
+  // = 0.8620125; outer sync 0.9525 + 0.5 (0.8620125 - 0.9525) = 0.90725625. (Stale inner slow
+  // weights, 0.905, would give 0.8382625 and 0.89538125.)
+  outer.step(x, Vector<double>(x));
+  outer.step(x, Vector<double>(x));
+  CHECK(x[0] == doctest::Approx(0.90725625).epsilon(1e-14));
+  CHECK(outer.base().slow_weights()[0] == doctest::Approx(0.90725625).epsilon(1e-14));
 }

@@ -22,6 +22,7 @@ Outcome train(const slowmo::sim::Options& options, Make make) {
   out.report = slowmo::sim::run(options, [&](slowmo::sim::Comm& c) {
     auto opt = make(c);
     Vector<double> x = Vector<double>::Zero(5), g(5);
+    opt.start(x);
     for (int t = 0; t < 24; ++t) {
       problem.sample_gradient(c.rank(), t, x, g);
       c.compute(1e-3);

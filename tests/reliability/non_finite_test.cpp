@@ -64,6 +64,7 @@ TEST_CASE("distributed: a skip keeps every worker's schedule aligned; gradient a
   sim::run({.workers = 3}, [&](sim::Comm& c) {
     LocalSgd opt(Sgd<double>({.lr = 0.1, .non_finite = NonFinite::skip}), c, {.H = 3});
     Vector<double> x = Vector<double>::Ones(2), g(2);
+    opt.start(x);
     for (int t = 1; t <= 6; ++t) {
       g.setConstant(double(c.rank() + 1));
       if (c.rank() == 1 && t == 2) g[0] = kNaN;
@@ -83,6 +84,7 @@ TEST_CASE("distributed: a skip keeps every worker's schedule aligned; gradient a
   sim::run({.workers = 3}, [&](sim::Comm& c) {
     GradientAllReduce opt(Sgd<double>({.lr = 0.1, .non_finite = NonFinite::skip}), c);
     Vector<double> x = Vector<double>::Ones(2), g(2);
+    opt.start(x);
     for (int t = 1; t <= 4; ++t) {
       g.setConstant(1.0);
       if (c.rank() == 2 && t == 3) g[1] = kInf;
@@ -98,6 +100,7 @@ TEST_CASE("distributed: a skip keeps every worker's schedule aligned; gradient a
     sim::run({.workers = 2}, [&](sim::Comm& c) {
       LocalSgd opt(Adam<double>({.lr = 0.1}), c, {.H = 2});
       Vector<double> x = Vector<double>::Ones(3), g = Vector<double>::Ones(3);
+      opt.start(x);
       for (int t = 1; t <= 4; ++t) {
         if (c.rank() == 1 && t == 3) g[2] = kNaN;
         opt.step(x, g);

@@ -39,6 +39,7 @@ TEST_CASE("1a. homogeneous noisy quadratic: Local SGD's average iterate is minib
     slowmo::sim::run({.workers = M}, [&](slowmo::sim::Comm& c) {
       slowmo::LocalSgd opt(slowmo::Sgd<double>({.lr = eta}), c, {.H = H});
       slowmo::Vector<double> x = slowmo::Vector<double>::Ones(6), g(6), a(6);
+      opt.start(x);
       for (int t = 0; t < 50; ++t) {
         p.sample_gradient(c.rank(), t, x, g);
         opt.step(x, g);

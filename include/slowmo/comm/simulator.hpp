@@ -123,11 +123,12 @@ namespace slowmo::sim {
 
 /// Runs fn(comm) for every simulated worker; returns when all have returned. A worker that
 /// throws ends the run: the others are released and run() throws slowmo::worker_error
-/// naming the worker, with the original exception nested.
+/// naming the worker, with the original exception nested. If the system refuses one of the
+/// workers' threads, no worker runs and run() throws slowmo::comm_error saying so.
 template <class F>
 Report run(const Options& options, F&& fn) {
   slowmo::detail::Engine engine(slowmo::detail::sim_engine_options(options));
-  return {slowmo::detail::run_workers<Comm>(engine, fn)};
+  return {slowmo::detail::run_workers<Comm>(engine, fn, "sim::run")};
 }
 
 }  // namespace slowmo::sim

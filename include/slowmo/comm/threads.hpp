@@ -26,11 +26,12 @@ class Comm : public detail::LocalComm {
 
 /// Runs fn(comm) on `workers` threads; returns when all have returned. A worker that throws
 /// ends the run: the others are released and run() throws slowmo::worker_error naming it.
+/// If the system refuses a thread, no worker runs and run() throws slowmo::comm_error.
 template <class F>
 Report run(const Options& options, F&& fn) {
   detail::require_option(options.workers >= 1, "threads::run", "workers", options.workers, "must be >= 1");
   detail::Engine engine({.workers = options.workers, .mode = detail::Mode::parallel});
-  return {detail::run_workers<Comm>(engine, fn)};
+  return {detail::run_workers<Comm>(engine, fn, "threads::run")};
 }
 
 }  // namespace slowmo::threads

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <charconv>
+#include <cstdint>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
@@ -24,6 +25,13 @@ class invalid_option : public std::invalid_argument {
 class size_mismatch : public std::invalid_argument {
  public:
   using std::invalid_argument::invalid_argument;
+};
+
+/// A call came in the wrong order: a distributed combinator stepped before start(x), or
+/// start(x) came after the first step. The message says what to call instead.
+class usage_error : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
 };
 
 namespace detail {
@@ -58,10 +66,43 @@ void require_option(bool ok, std::string_view owner, std::string_view field, con
                                 " is invalid: ", why));
 }
 
+/// The readable name of a type, e.g. "slowmo::schedule::Cosine" (for checkpoint signatures
+/// and messages), from the compiler's own spelling of a function signature.
+template <class T>
+std::string_view type_name() {
+#if defined(__clang__) || defined(__GNUC__)
+  std::string_view f = __PRETTY_FUNCTION__;  // "... type_name() [with T = X; ...]" or "[T = X]"
+  const auto open = f.find("T = ");
+  if (open == std::string_view::npos) return f;
+  f.remove_prefix(open + 4);
+  return f.substr(0, f.find_first_of(";]"));
+#else
+  return __FUNCSIG__;
+#endif
+}
+
 template <class T>
 bool finite(T v) {
   return std::isfinite(static_cast<double>(v));
 }
+
+/// A distributed combinator steps only after start(x): otherwise the first gradient would
+/// have been taken at this worker's own point instead of the common one.
+inline void require_started(std::string_view owner, bool started) {
+  if (!started)
+    throw usage_error(concat("slowmo::", owner,
+                             "::step: not started: call opt.start(x) once before computing the first gradient, so "
+                             "that every worker takes it at the common starting point (worker 0's parameters)"));
+}
+
+/// start(x) after the first step would overwrite the progress of a running (or resumed) run.
+inline void require_not_stepped(std::string_view owner, std::int64_t steps) {
+  if (steps > 0)
+    throw usage_error(concat("slowmo::", owner, "::start: called after ", steps,
+                             " steps; start once, before the first step (a run resumed with load_checkpoint is "
+                             "started already)"));
+}
+
 
 }  // namespace detail
 }  // namespace slowmo

@@ -10,6 +10,7 @@
 #include <concepts>
 #include <cstdint>
 #include <numbers>
+#include <string_view>
 
 #include "slowmo/core/error.hpp"
 
@@ -58,8 +59,8 @@ struct Linear {
   void validate() const {
     detail::require_option(detail::finite(start_factor) && start_factor > 0 && start_factor <= 1,
                            "schedule::Linear", "start_factor", start_factor, "must be in (0, 1]");
-    detail::require_option(detail::finite(end_factor) && end_factor > 0 && end_factor <= 1,
-                           "schedule::Linear", "end_factor", end_factor, "must be in (0, 1]");
+    detail::require_option(detail::finite(end_factor) && end_factor >= 0 && end_factor <= 1,
+                           "schedule::Linear", "end_factor", end_factor, "must be in [0, 1]");
     detail::require_option(total_iters > 0, "schedule::Linear", "total_iters", total_iters, "must be >= 1");
   }
 };
@@ -153,15 +154,26 @@ namespace slowmo::detail {
 template <Schedule S>
 class LrClock {
  public:
-  LrClock(std::string_view owner, double lr, S schedule) : lr_(lr), schedule_(std::move(schedule)) {
+  /// `owner` names the optimizer in messages; it must outlive the clock (a string literal).
+  LrClock(std::string_view owner, double lr, S schedule) : owner_(owner), lr_(lr), schedule_(std::move(schedule)) {
     require_option(finite(lr) && lr >= 0, owner, "lr", lr, "must be finite and >= 0");
     schedule::detail::validate(schedule_);
   }
 
   /// The lr of step t (0-based).
   double at(std::int64_t t) const { return lr_ * static_cast<double>(schedule_(t)); }
-  /// The lr for the step about to be taken.
-  double current() const { return at(steps_); }
+  /// The lr for the step about to be taken, checked: a schedule may return anything, and a
+  /// negative factor would silently turn descent into ascent, a NaN poison every parameter.
+  /// Optimizers call this before they change anything.
+  double current() const {
+    const double lr = at(steps_);
+    if (!(finite(lr) && lr >= 0))
+      throw invalid_option(concat("slowmo::", owner_, "::step: the learning rate of step ", steps_ + 1,
+                                  " (1-based) is ", lr, " (lr ", lr_, " times the schedule's factor ",
+                                  static_cast<double>(schedule_(steps_)),
+                                  "); it must be finite and >= 0: check the schedule"));
+    return lr;
+  }
   /// The lr of the last step taken (before any step: the lr the first step will use).
   double last_lr() const { return at(steps_ > 0 ? steps_ - 1 : 0); }
   void tick() { ++steps_; }
@@ -172,6 +184,7 @@ class LrClock {
   const S& schedule() const { return schedule_; }
 
  private:
+  std::string_view owner_;
   double lr_;
   S schedule_;
   std::int64_t steps_ = 0;

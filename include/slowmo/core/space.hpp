@@ -5,7 +5,7 @@
 // defaulted template parameter of the single-worker optimizers; the combinators take their
 // base's). `Host` below is the default: Eigen vectors and the SIMD CPU driver. The CUDA
 // component adds `slowmo::cuda::Device` (device vectors, a grid-stride kernel) in
-// slowmo/cuda/device.hpp. The per-element rules (optim/rules.hpp, dist/rules.hpp) are the
+// slowmo/cuda/device.hpp. The per-element rules (optim/rules.hpp, distributed/rules.hpp) are the
 // same for every space.
 //
 // What a space provides, and all that the algorithms use of it:

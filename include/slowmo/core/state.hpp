@@ -11,6 +11,7 @@
 // average policies at synchronisation points, checkpointing and tests.
 #pragma once
 
+#include <concepts>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -79,13 +80,64 @@ void reset_state(Opt& opt) {
   });
 }
 
-/// Tells an optimizer that its parameters were overwritten from outside (a SlowMo outer
-/// step sets every worker's x to the new x0). Optimizers that keep their own copy of the
-/// parameters (Lookahead's slow weights, Sgp's push-sum numerator) implement
-/// `rebase(x)` to re-anchor it; for the others this does nothing.
+/// Tells an optimizer that its parameters are now x, set from outside (a SlowMo outer step
+/// sets every worker's x to the new x0; start(x) anchors a fresh nest). Optimizers that keep
+/// their own copy of the parameters (SlowMo's outer start point, Lookahead's slow weights,
+/// Sgp's push-sum numerator) implement `rebase(x)` to re-anchor it at x and forward it to their
+/// base; for the others this does nothing. Every wrapper that overwrites its base's parameters
+/// calls it, so that the base's next step starts from the overwritten point.
 template <class Opt, class X>
 void rebase(Opt& opt, const X& x) {
   if constexpr (requires { opt.rebase(x); }) opt.rebase(x);
+}
+
+/// Makes x the common starting point, before the first gradient is computed at it: a
+/// distributed combinator broadcasts worker 0's parameters into x (unless its
+/// broadcast_initial = false) and anchors its whole nest at x (rebase); a single-worker
+/// optimizer only anchors. Call it once, after the optimizer is built and before the first
+/// `g = gradient(x); opt.step(x, g)`; distributed combinators refuse to step without it. A
+/// run resumed from a checkpoint is already started: load the checkpoint instead.
+template <class Opt, class X>
+void start(Opt& opt, X&& x) {
+  if constexpr (requires { opt.start(x); })
+    opt.start(x);
+  else
+    rebase(opt, x);
+}
+
+/// What the last step left identical on every worker: the parameters (after an exact
+/// average, or when every worker applied the same averaged gradient), and the state
+/// (accumulators and counters). Distributed combinators report it (`agreement()`), so that a
+/// wrapper never averages again what its base has just averaged: SlowMo over LocalSgd
+/// all-reduces once per outer step, not twice. An optimizer that says nothing agrees on
+/// nothing.
+struct Agreement {
+  bool parameters = false;
+  bool state = false;
+};
+
+template <class Opt>
+Agreement agreement(const Opt& opt) {
+  if constexpr (requires { { opt.agreement() } -> std::convertible_to<Agreement>; })
+    return opt.agreement();
+  else
+    return {};
+}
+
+/// Structural options: those that fix the shape or the meaning of the state (Adam's
+/// amsgrad, SlowMo's tau, LocalSgd's H, the schedule's type, ...). An optimizer lists them
+/// with an optional second hook,
+///
+///     template <class F> void visit_structure(F&& f, const StateScope* scope = nullptr) const;
+///
+/// calling f(key, value) once per option (value: bool, an integer, a floating-point number or
+/// a string), combinators first for themselves, then for their base under "base/".
+/// Checkpoints write them into their signature, so a checkpoint loads only into an optimizer
+/// whose state means the same thing. Plain hyper-parameters (lr, betas, alpha, beta, ...)
+/// are not structural: they may change when a run resumes.
+template <class Opt, class F>
+void visit_structure(const Opt& opt, F&& f, const StateScope* scope = nullptr) {
+  if constexpr (requires { opt.visit_structure(f, scope); }) opt.visit_structure(f, scope);
 }
 
 }  // namespace slowmo

@@ -1,6 +1,6 @@
 // slowmo/cuda/for_each.hpp — the GPU driver of the per-element update rules: one fused
 // grid-stride kernel per update, instantiating the very rule the CPU loop uses
-// (optim/rules.hpp, dist/rules.hpp; one definition of each update, shared by CPU and GPU).
+// (optim/rules.hpp, distributed/rules.hpp; one definition of each update, shared by CPU and GPU).
 //
 // Parity with the CPU: the kernel runs each rule on detail::Exact<T>, a scalar whose
 // + - * / and sqrt are the IEEE-754 round-to-nearest intrinsics (__fadd_rn, __fmul_rn,

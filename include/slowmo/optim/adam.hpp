@@ -50,22 +50,28 @@ class BasicAdam {
   using const_ref_type = typename Space::template const_ref<T>;
   static constexpr const char* name = Decoupled ? "AdamW" : "Adam";
 
-  explicit BasicAdam(options_type options = {}, S schedule = {})
+  /// Default options: `Adam<T>()`, `Adam<T>{}` and `Adam<T>({})` (see detail::DefaultOptions).
+  explicit BasicAdam(detail::DefaultOptions = {}) : BasicAdam(options_type{}, S{}) {}
+  explicit BasicAdam(options_type options, S schedule = {})
       : options_(validated(options)), clock_(name, options.lr, std::move(schedule)) {}
 
   void step(ref_type x, const_ref_type g) {
     detail::check_step_sizes(name, x.size(), g.size(), exp_avg_.size() > 0 ? exp_avg_.size() : -1);
     if constexpr (std::is_same_v<Space, Host>)  // (device gradients are not scanned: see NonFinite)
       if (detail::reject_gradient(options_.non_finite, name, g.data(), g.size(), clock_.steps() + 1)) {
-        clock_.tick();  // a skipped step still counts: every schedule stays aligned
+        // A skipped step still counts, for every counter: the schedule stays aligned and the
+        // bias-correction step stays equal on every worker, so that OnSync::average never
+        // mixes moments of different bias corrections.
+        ++adam_steps_;
+        clock_.tick();
         return;
       }
+    const double lr = clock_.current();  // checked before anything changes
     if (exp_avg_.size() != x.size()) {  // first step: the state's only allocation
       exp_avg_.setZero(x.size());
       exp_avg_sq_.setZero(x.size());
       if (options_.amsgrad) max_exp_avg_sq_.setZero(x.size());
     }
-    const double lr = clock_.current();
     ++adam_steps_;
     const double t = static_cast<double>(adam_steps_);
     const auto [beta1, beta2] = options_.betas;
@@ -90,6 +96,8 @@ class BasicAdam {
   }
 
   T last_lr() const { return T(clock_.last_lr()); }
+  /// The learning rate the next step will use (checked: throws for a bad schedule value).
+  T next_lr() const { return T(clock_.current()); }
   std::int64_t steps() const { return clock_.steps(); }
   const options_type& options() const { return options_; }
   const S& schedule() const { return clock_.schedule(); }
@@ -106,12 +114,24 @@ class BasicAdam {
     visit(*this, v, scope);
   }
 
+  /// Structural: the variant (Adam or AdamW), amsgrad (it decides the state) and the
+  /// schedule's type (what the step count means).
+  template <class F>
+  void visit_structure(F&& f, const StateScope* scope = nullptr) const {
+    f(StateKey{"optimizer", scope}, name);
+    f(StateKey{"amsgrad", scope}, options_.amsgrad);
+    f(StateKey{"schedule", scope}, detail::type_name<S>());
+  }
+
  private:
+  // max_exp_avg_sq exists (and is visited) only with amsgrad: a state entry is either empty
+  // (before the first step) or of the parameters' size, never structurally absent.
   template <class Self, class V>
   static void visit(Self& self, V& v, const StateScope* scope) {
     v(StateKey{"exp_avg", scope}, self.exp_avg_, StateKind::accumulator);
     v(StateKey{"exp_avg_sq", scope}, self.exp_avg_sq_, StateKind::accumulator);
-    v(StateKey{"max_exp_avg_sq", scope}, self.max_exp_avg_sq_, StateKind::accumulator);
+    if (self.options_.amsgrad)
+      v(StateKey{"max_exp_avg_sq", scope}, self.max_exp_avg_sq_, StateKind::accumulator);
     v(StateKey{"adam_steps", scope}, self.adam_steps_, StateKind::counter);
     v(StateKey{"steps", scope}, self.clock_.steps_ref(), StateKind::progress);
   }

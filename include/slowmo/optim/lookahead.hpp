@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "slowmo/core/concepts.hpp"
+#include "slowmo/core/error.hpp"
 #include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
@@ -40,25 +41,66 @@ class Lookahead {
       : options_(validated(options)), base_(std::move(base)) {}
   Lookahead(LookaheadOptions options, Base base) : Lookahead(std::move(base), options) {}
 
+  /// Anchors the slow weights at x (after the base's own start: a distributed base first
+  /// makes x the workers' common point). Optional for a single-worker base: the first step
+  /// captures them.
+  void start(ref_type x) {
+    detail::require_not_stepped("Lookahead", steps_);
+    detail::check_step_sizes("Lookahead", x.size(), x.size());
+    slowmo::start(base_, x);
+    slow_ = x;
+  }
+
   void step(ref_type x, const_ref_type g) {
     detail::check_step_sizes("Lookahead", x.size(), g.size(), slow_.size() > 0 ? slow_.size() : -1);
-    if (slow_.size() == 0) slow_ = x;  // capture before the first base step
-    base_.step(x, g);
+    if (slow_.size() == 0) {  // without start: capture before the first base step moves x
+      slow_ = x;
+      try {
+        base_.step(x, g);
+      } catch (...) {
+        slow_ = vector_type();  // a refused first step leaves the optimizer as it was
+        throw;
+      }
+    } else {
+      base_.step(x, g);
+    }
     ++steps_;
     if (steps_ % options_.k == 0) {
       space_type::for_each(x.size(), rules::LookaheadSync<scalar_type>{scalar_type(options_.alpha)}, slow_.data(),
                            x.data());
       if (options_.base_state == OnSync::reset) reset_state(base_);
+      slowmo::rebase(base_, x);  // x was overwritten: a base with its own copy (Sgp, Lookahead) follows
     }
   }
 
   /// The parameters were overwritten from outside (an outer step): the slow weights follow.
   void rebase(const_ref_type x) {
-    if (slow_.size() == x.size()) slow_ = x;
+    slow_ = x;
     slowmo::rebase(base_, x);
   }
 
+  /// Between syncs, what the base's step left agreeing; a sync step claims nothing (the
+  /// slow weights are not tracked across workers).
+  Agreement agreement() const {
+    if (steps_ > 0 && steps_ % options_.k == 0) return {.parameters = false, .state = slowmo::agreement(base_).state};
+    return slowmo::agreement(base_);
+  }
+
+  /// Structural: k positions the syncs.
+  template <class F>
+  void visit_structure(F&& f, const StateScope* scope = nullptr) const {
+    f(StateKey{"optimizer", scope}, "Lookahead");
+    f(StateKey{"k", scope}, options_.k);
+    const StateScope base_scope{"base", scope};
+    slowmo::visit_structure(base_, f, &base_scope);
+  }
+
   scalar_type last_lr() const { return base_.last_lr(); }
+  scalar_type next_lr() const
+    requires requires(const Base& b) { b.next_lr(); }
+  {
+    return base_.next_lr();
+  }
   std::int64_t steps() const { return steps_; }
   const LookaheadOptions& options() const { return options_; }
   const Base& base() const { return base_; }

@@ -44,7 +44,9 @@ class Sgd {
   using ref_type = typename Space::template ref<T>;
   using const_ref_type = typename Space::template const_ref<T>;
 
-  explicit Sgd(SgdOptions options = {}, S schedule = {})
+  /// Default options: `Sgd<T>()`, `Sgd<T>{}` and `Sgd<T>({})` (see detail::DefaultOptions).
+  explicit Sgd(detail::DefaultOptions = {}) : Sgd(SgdOptions{}, S{}) {}
+  explicit Sgd(SgdOptions options, S schedule = {})
       : options_(validated(options)), clock_("Sgd", options.lr, std::move(schedule)) {}
 
   /// One step: updates x in place from the gradient g (same size as x).
@@ -53,10 +55,13 @@ class Sgd {
     detail::check_step_sizes("Sgd", x.size(), g.size(), momentum_buffer_.size() > 0 ? momentum_buffer_.size() : -1);
     if constexpr (std::is_same_v<Space, Host>)  // (device gradients are not scanned: see NonFinite)
       if (detail::reject_gradient(options_.non_finite, "Sgd", g.data(), g.size(), clock_.steps() + 1)) {
-        clock_.tick();  // a skipped step still counts: every schedule stays aligned
+        // A skipped step still counts, for every counter: the schedule stays aligned and the
+        // counters stay equal on every worker (OnSync::average relies on it).
+        if (has_momentum) ++momentum_steps_;
+        clock_.tick();
         return;
       }
-    const double lr = clock_.current();
+    const double lr = clock_.current();  // checked before anything changes
     rules::Sgd<T> rule{.lr = T(lr),
                        .sign = T(options_.maximize ? -1 : 1),
                        .weight_decay = T(options_.weight_decay),
@@ -80,6 +85,8 @@ class Sgd {
 
   /// The learning rate of the last step (before any step: that of the first).
   T last_lr() const { return T(clock_.last_lr()); }
+  /// The learning rate the next step will use (checked: throws for a bad schedule value).
+  T next_lr() const { return T(clock_.current()); }
   std::int64_t steps() const { return clock_.steps(); }
   const SgdOptions& options() const { return options_; }
   const S& schedule() const { return clock_.schedule(); }
@@ -95,11 +102,25 @@ class Sgd {
     visit(*this, v, scope);
   }
 
+  /// Structural: whether there is momentum at all (it decides the state), Nesterov's form and
+  /// the schedule's type (what the step count means).
+  template <class F>
+  void visit_structure(F&& f, const StateScope* scope = nullptr) const {
+    f(StateKey{"optimizer", scope}, "Sgd");
+    f(StateKey{"momentum_enabled", scope}, options_.momentum != 0.0);
+    f(StateKey{"nesterov", scope}, options_.nesterov);
+    f(StateKey{"schedule", scope}, detail::type_name<S>());
+  }
+
  private:
+  // The momentum buffer exists (and is visited) only with momentum: a state entry is either
+  // empty (before the first step) or of the parameters' size, never structurally absent.
   template <class Self, class V>
   static void visit(Self& self, V& v, const StateScope* scope) {
-    v(StateKey{"momentum_buffer", scope}, self.momentum_buffer_, StateKind::accumulator);
-    v(StateKey{"momentum_steps", scope}, self.momentum_steps_, StateKind::counter);
+    if (self.options_.momentum != 0.0) {
+      v(StateKey{"momentum_buffer", scope}, self.momentum_buffer_, StateKind::accumulator);
+      v(StateKey{"momentum_steps", scope}, self.momentum_steps_, StateKind::counter);
+    }
     v(StateKey{"steps", scope}, self.clock_.steps_ref(), StateKind::progress);
   }
 
@@ -142,7 +163,9 @@ class Nesterov : public Sgd<T, S, Space> {
  public:
   using options_type = NesterovOptions;
 
-  explicit Nesterov(NesterovOptions o = {}, S schedule = {})
+  /// Default options, also spelled `Nesterov<T>({})` (see detail::DefaultOptions).
+  explicit Nesterov(detail::DefaultOptions = {}) : Nesterov(NesterovOptions{}, S{}) {}
+  explicit Nesterov(NesterovOptions o, S schedule = {})
       : Sgd<T, S, Space>(SgdOptions{.lr = o.lr,
                              .momentum = o.momentum,
                              .dampening = 0.0,
@@ -151,6 +174,13 @@ class Nesterov : public Sgd<T, S, Space> {
                              .maximize = o.maximize,
                              .non_finite = o.non_finite},
                   std::move(schedule)) {}
+
+  /// The options as given (derived from the Sgd options they set).
+  NesterovOptions options() const {
+    const SgdOptions& o = Sgd<T, S, Space>::options();
+    return {.lr = o.lr, .momentum = o.momentum, .weight_decay = o.weight_decay, .maximize = o.maximize,
+            .non_finite = o.non_finite};
+  }
 };
 
 }  // namespace slowmo

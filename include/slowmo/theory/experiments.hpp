@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "slowmo/comm/simulator.hpp"
-#include "slowmo/dist/local_sgd.hpp"
-#include "slowmo/dist/slowmo.hpp"
+#include "slowmo/distributed/local_sgd.hpp"
+#include "slowmo/distributed/slowmo.hpp"
 #include "slowmo/optim/lookahead.hpp"
 #include "slowmo/optim/sgd.hpp"
 #include "slowmo/problems/quadratic.hpp"
@@ -45,6 +45,7 @@ inline Estimate local_sgd_stationary_loss(const problems::Quadratic& p, double e
   sim::run({.workers = p.workers(), .network = sim::Network::free()}, [&](sim::Comm& comm) {
     LocalSgd opt(Sgd<double>({.lr = eta}), comm, {.H = H});
     Vector<double> x = Vector<double>::Zero(p.dim()), g(p.dim()), avg(p.dim());
+    opt.start(x);
     for (int t = 0; t < burn_in + steps; ++t) {
       p.sample_gradient(comm.rank(), t, x, g);
       opt.step(x, g);
@@ -65,6 +66,7 @@ inline std::vector<double> slowmo_outer_iterates(const problems::Quadratic& p, d
   sim::run({.workers = p.workers(), .network = sim::Network::free()}, [&](sim::Comm& comm) {
     SlowMo opt(Sgd<double>({.lr = eta}), comm, outer);
     Vector<double> x = Vector<double>::Constant(1, x_start), g(1);
+    opt.start(x);
     for (int t = 0; t < K * rounds; ++t) {
       p.gradient(comm.rank(), x, g);
       opt.step(x, g);
@@ -137,6 +139,7 @@ inline std::vector<Estimate> consensus_distances(const problems::Quadratic& p, d
     LocalSgd opt(Sgd<double>({.lr = eta}), comm, {.H = H});
     const Eigen::Index d = p.dim();
     Vector<double> x = Vector<double>::Zero(d), g(d), avg(d), dist(1);
+    opt.start(x);
     for (int t = 0; t < H * rounds; ++t) {
       p.sample_gradient(comm.rank(), t, x, g);
       opt.step(x, g);

@@ -1,4 +1,4 @@
-// slowmo/dist/topology.hpp — gossip topologies: small objects that answer "who are my
+// slowmo/distributed/topology.hpp — gossip topologies: small objects that answer "who are my
 // out-peers and in-peers at gossip round s". For every round s and peer index j < peers(),
 // r -> out_peer(r, s, j) is a permutation of the workers without fixed points and
 // in_peer(., s, j) is its inverse, so one exchange per j never deadlocks.

@@ -1,4 +1,4 @@
-// slowmo/dist/rules.hpp — per-element rules of the distributed combinators, shared by the
+// slowmo/distributed/rules.hpp — per-element rules of the distributed combinators, shared by the
 // CPU driver and the CUDA kernels like those of optim/rules.hpp.
 #pragma once
 

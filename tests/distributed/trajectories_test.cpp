@@ -10,13 +10,14 @@
 
 namespace {
 
-/// x of worker `watch` after each step.
+/// x of worker `watch` after each step; worker 0 starts at 0, the others at `elsewhere`.
 template <class T, class Make>
-std::vector<T> run(Make make, int steps, int watch = 0, int m = 2) {
+std::vector<T> run(Make make, int steps, int watch = 0, int m = 2, T elsewhere = T(0)) {
   std::vector<T> xs;
   slowmo::sim::run({.workers = m}, [&](slowmo::sim::Comm& c) {
     auto opt = make(c);
-    slowmo::Vector<T> x = slowmo::Vector<T>::Zero(1), g(1);
+    slowmo::Vector<T> x = slowmo::Vector<T>::Constant(1, c.rank() == 0 ? T(0) : elsewhere), g(1);
+    slowmo::start(opt, x);  // worker 0's point for everyone (unless broadcast_initial = false)
     for (int t = 0; t < steps; ++t) {
       g[0] = c.rank() == 0 ? x[0] - T(2) : x[0];
       opt.step(x, g);
@@ -103,4 +104,34 @@ TEST_CASE_TEMPLATE("hand trajectories", T, float, double) {
           return SlowMo(LocalSgd(Sgd<T>(sgd), c, {.H = 1}), c,
                         {.tau = 2, .alpha = 0.5, .beta = 0.0, .divide_by_lr = false});
         }, 4) == V{0.5, 0.375, 0.6875, 0.609375});
+}
+
+TEST_CASE_TEMPLATE("worker 1 starting elsewhere: start(x) puts it at worker 0's point before the first gradient", T,
+                   float, double) {
+  using namespace slowmo;
+  const SgdOptions sgd{.lr = 0.5};
+  using V = std::vector<T>;
+  const T far = T(8);  // worker 1's own starting point; worker 0 starts at 0
+  // start broadcasts worker 0's 0 to worker 1, whose first gradient is then taken at 0:
+  // exactly the trajectories from 0 above, on both workers. (Before, worker 1 took its first
+  // gradient g = 8 at its own point and applied it at the broadcast 0: 0 - 8/2 = -4, and
+  // Local SGD's first average was (1.5 + (-4 - (-4)/2)) / 2 = (1.5 - 2) / 2 = -0.25.)
+  for (int r : {0, 1}) {
+    CAPTURE(r);
+    CHECK(every(run<T>([&](auto& c) { return LocalSgd(Sgd<T>(sgd), c, {.H = 2}); }, 6, r, 2, far), 2) ==
+          V{0.75, 0.9375, 0.984375});
+    CHECK(run<T>([&](auto& c) { return GradientAllReduce(Sgd<T>(sgd), c); }, 4, r, 2, far) ==
+          V{0.5, 0.75, 0.875, 0.9375});
+    CHECK(every(run<T>([&](auto& c) { return SlowMo(Sgd<T>(sgd), c, {.tau = 2, .alpha = 1.0, .beta = 0.5}); }, 6,
+                       r, 2, far),
+                2) == V{0.75, 1.3125, 1.359375});
+    CHECK(run<T>([&](auto& c) { return Sgp(Sgd<T>(sgd), c); }, 4, r, 2, far) == V{0.5, 0.75, 0.875, 0.9375});
+  }
+  // broadcast_initial = false: each worker starts where it is. Two local steps from s0, s1:
+  // worker 0 at 1.5 + s0/4, worker 1 at s1/4, average 0.75 + (s0 + s1)/8 = 0.75 + 1 = 1.75;
+  // then s -> 0.75 + s/4: 1.75 -> 0.75 + 0.4375 = 1.1875 -> 0.75 + 0.296875 = 1.046875.
+  for (int r : {0, 1})
+    CHECK(every(run<T>([&](auto& c) { return LocalSgd(Sgd<T>(sgd), c, {.H = 2, .broadcast_initial = false}); }, 6,
+                       r, 2, far),
+                2) == V{1.75, 1.1875, 1.046875});
 }

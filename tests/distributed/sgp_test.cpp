@@ -51,8 +51,10 @@ TEST_CASE_TEMPLATE("Sgp with m = 2^p workers and zero gradients reaches exact co
     CAPTURE(m);
     std::vector<std::vector<T>> z(static_cast<std::size_t>(m));
     slowmo::sim::run({.workers = m}, [&](slowmo::sim::Comm& c) {
-      slowmo::Sgp sgp(slowmo::Sgd<T>({.lr = 0.1}), c);
+      // Each worker keeps its own start (no broadcast): the consensus is the point of the test.
+      slowmo::Sgp sgp(slowmo::Sgd<T>({.lr = 0.1}), c, 1, {.broadcast_initial = false});
       slowmo::Vector<T> x = slowmo::Vector<T>::Constant(3, T(c.rank() * c.rank())), g = slowmo::Vector<T>::Zero(3);
+      sgp.start(x);
       for (int t = 0; t < p; ++t) {
         sgp.step(x, g);
         z[std::size_t(c.rank())].push_back(x[0]);
@@ -80,8 +82,10 @@ TEST_CASE_TEMPLATE("Sgp preserves the sums of numerators and weights every round
       std::vector<std::vector<double>> num_sum(rounds, std::vector<double>(std::size_t(m))),
           w(rounds, std::vector<double>(std::size_t(m)));
       slowmo::sim::run({.workers = m}, [&](slowmo::sim::Comm& c) {
-        slowmo::Sgp sgp(slowmo::Sgd<T>({.lr = 0.0}), c, k);  // no local change: pure gossip
+        // no local change: pure gossip, from a different point on every worker (no broadcast)
+        slowmo::Sgp sgp(slowmo::Sgd<T>({.lr = 0.0}), c, k, {.broadcast_initial = false});
         slowmo::Vector<T> x = slowmo::Vector<T>::Constant(4, T(c.rank() * c.rank() + 1)), g = x;
+        sgp.start(x);
         for (int t = 0; t < rounds; ++t) {
           sgp.step(x, g);
           num_sum[std::size_t(t)][std::size_t(c.rank())] = double(sgp.numerator()[2]);
@@ -111,12 +115,36 @@ TEST_CASE("Sgp accepts a user-written topology: a direction that flips every rou
   static_assert(slowmo::Topology<Flipping>);
   std::vector<double> z(3);
   slowmo::sim::run({.workers = 3}, [&](slowmo::sim::Comm& c) {
-    slowmo::Sgp<slowmo::Sgd<double>, slowmo::sim::Comm, Flipping> sgp(slowmo::Sgd<double>({.lr = 0.0}), c, Flipping{});
+    slowmo::Sgp<slowmo::Sgd<double>, slowmo::sim::Comm, Flipping> sgp(slowmo::Sgd<double>({.lr = 0.0}), c, Flipping{},
+                                                                      {.broadcast_initial = false});
     slowmo::Vector<double> x = slowmo::Vector<double>::Constant(1, 3.0 * c.rank()), g = x;
+    sgp.start(x);
     for (int t = 0; t < 60; ++t) sgp.step(x, g);
     z[std::size_t(c.rank())] = x[0];
   });
   // Each round mixes with weights 1/2: the disagreement shrinks geometrically towards the
   // average of 0, 3, 6.
   for (double v : z) CHECK(v == doctest::Approx(3.0).epsilon(1e-9));
+}
+
+TEST_CASE("Sgp::start broadcasts worker 0's parameters by default and starts push-sum there with weight 1") {
+  for (bool broadcast_initial : {true, false}) {
+    CAPTURE(broadcast_initial);
+    std::vector<double> x_after(3), num_after(3), w_after(3);
+    slowmo::sim::run({.workers = 3}, [&](slowmo::sim::Comm& c) {
+      slowmo::Sgp sgp(slowmo::Sgd<double>({.lr = 0.5}), c, 1, {.broadcast_initial = broadcast_initial});
+      CHECK(sgp.options().broadcast_initial == broadcast_initial);
+      slowmo::Vector<double> x = slowmo::Vector<double>::Constant(2, 1.0 + c.rank());
+      sgp.start(x);
+      x_after[std::size_t(c.rank())] = x[1];
+      num_after[std::size_t(c.rank())] = sgp.numerator()[1];
+      w_after[std::size_t(c.rank())] = sgp.weight();
+    });
+    for (int r = 0; r < 3; ++r) {
+      const double expected = broadcast_initial ? 1.0 : 1.0 + r;  // worker 0's 1, or its own
+      CHECK(x_after[std::size_t(r)] == expected);
+      CHECK(num_after[std::size_t(r)] == expected);
+      CHECK(w_after[std::size_t(r)] == 1.0);
+    }
+  }
 }

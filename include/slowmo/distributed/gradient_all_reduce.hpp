@@ -1,4 +1,4 @@
-// slowmo/dist/gradient_all_reduce.hpp — GradientAllReduce<Base, Comm>: synchronous
+// slowmo/distributed/gradient_all_reduce.hpp — GradientAllReduce<Base, Comm>: synchronous
 // data-parallel training (AR-SGD, AR-Adam): average the gradients every step.
 #pragma once
 
@@ -10,13 +10,15 @@
 #include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
+#include "slowmo/distributed/detail/sync.hpp"
 
 namespace slowmo {
 
-/// Gradient all-reduce (AR-SGD, AR-Adam, ...): every step averages the gradients over the
-/// workers, then the base steps with the average, so all replicas stay identical.
+/// Gradient all-reduce (AR-SGD, AR-Adam, ...): after start(x), every step averages the
+/// gradients over the workers, then the base steps with the average, so all replicas stay
+/// identical.
 struct GradientAllReduceOptions {
-  bool broadcast_initial = true;  ///< first step: every worker starts from worker 0's parameters
+  bool broadcast_initial = true;  ///< start(x): every worker takes worker 0's parameters
 };
 
 template <class Base, class Comm>
@@ -39,23 +41,49 @@ class GradientAllReduce {
   using comm_type = Comm;
 
   GradientAllReduce(Base base, Comm& comm, GradientAllReduceOptions options = {})
-      : options_(options), base_(std::move(base)), comm_(&comm) {}
+      : options_(options), base_(std::move(base)), comm_(comm) {}
+
+  /// Before the first gradient: every worker takes worker 0's parameters (broadcast_initial)
+  /// and the base is anchored there.
+  void start(ref_type x) {
+    detail::require_not_stepped("GradientAllReduce", base_.steps());
+    detail::check_step_sizes("GradientAllReduce", x.size(), x.size());
+    if (options_.broadcast_initial) comm_.get().broadcast(as_span(x), 0);
+    rebase(x);
+  }
 
   void step(ref_type x, const_ref_type g) {
     detail::check_step_sizes("GradientAllReduce", x.size(), g.size(), grad_.size() > 0 ? grad_.size() : -1);
+    detail::require_started("GradientAllReduce", started_ || base_.steps() > 0);  // (a resumed run is started)
+    // A NaN of this worker's is reported by this worker, before the average spreads it.
+    detail::check_own_gradient("GradientAllReduce", base_, g, base_.steps() + 1);
     if (grad_.size() != g.size()) grad_.resize(g.size());  // scratch: the only allocation
-    // The first step is known from the (visited) step count, so a resumed run never repeats it.
-    if (base_.steps() == 0 && options_.broadcast_initial) comm_->broadcast(as_span(x), 0);
     grad_ = g;
-    comm_->all_reduce(as_span(grad_), ReduceOp::mean);
+    comm_.get().all_reduce(as_span(grad_), ReduceOp::mean);
     base_.step(x, grad_);
   }
 
   scalar_type last_lr() const { return base_.last_lr(); }
+  scalar_type next_lr() const
+    requires requires(const Base& b) { b.next_lr(); }
+  {
+    return base_.next_lr();
+  }
   std::int64_t steps() const { return base_.steps(); }
   const Base& base() const { return base_; }
   Base& base() { return base_; }
-  void rebase(const_ref_type x) { slowmo::rebase(base_, x); }
+
+  /// The parameters are now x (set from outside, or by start): the base follows.
+  void rebase(const_ref_type x) {
+    started_ = true;
+    slowmo::rebase(base_, x);
+  }
+
+  /// Every worker applies the same averaged gradient to the same parameters and state.
+  Agreement agreement() const {
+    if (base_.steps() == 0) return {};
+    return {.parameters = true, .state = true};
+  }
 
   template <class V>
   void visit_state(V&& v, const StateScope* scope = nullptr) {
@@ -68,11 +96,19 @@ class GradientAllReduce {
     base_.visit_state(v, &base_scope);
   }
 
+  template <class F>
+  void visit_structure(F&& f, const StateScope* scope = nullptr) const {
+    f(StateKey{"combinator", scope}, "GradientAllReduce");
+    const StateScope base_scope{"base", scope};
+    slowmo::visit_structure(base_, f, &base_scope);
+  }
+
  private:
   GradientAllReduceOptions options_;
   Base base_;
-  Comm* comm_;
+  detail::CommHolder<Comm> comm_;
   vector_type grad_;
+  bool started_ = false;  // start(x) or a rebase anchored it (derived again from the steps after a resume)
 };
 
 }  // namespace slowmo

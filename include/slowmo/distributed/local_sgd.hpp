@@ -1,4 +1,4 @@
-// slowmo/dist/local_sgd.hpp — LocalSgd<Base, Comm>: local steps with periodic exact
+// slowmo/distributed/local_sgd.hpp — LocalSgd<Base, Comm>: local steps with periodic exact
 // averaging of the parameters (Local SGD, Stich 2019), optionally after a warm-up of
 // gradient all-reduce steps (post-local SGD, Lin et al. 2020).
 #pragma once
@@ -11,7 +11,7 @@
 #include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
-#include "slowmo/dist/detail/sync.hpp"
+#include "slowmo/distributed/detail/sync.hpp"
 
 namespace slowmo {
 
@@ -19,12 +19,12 @@ struct LocalSgdOptions {
   std::int64_t H = 1;                 ///< local steps between averages
   std::int64_t warmup_steps = 0;      ///< W: the first W steps average gradients instead (post-local SGD)
   OnSync base_state = OnSync::keep;   ///< the base optimizer's state at each average
-  bool broadcast_initial = true;      ///< first step: every worker starts from worker 0's parameters
+  bool broadcast_initial = true;      ///< start(x): every worker takes worker 0's parameters
 };
 
-/// Steps 1..W: g is averaged over workers (all-reduce) and the base steps with it, so the
-/// replicas stay identical. After that, every worker steps on its own gradient and the
-/// parameters are averaged after steps W + H, W + 2H, ...
+/// After start(x): steps 1..W average g over workers (all-reduce) and the base steps with it,
+/// so the replicas stay identical. After that, every worker steps on its own gradient and
+/// the parameters are averaged after steps W + H, W + 2H, ... (and the base rebased there).
 template <class Base, class Comm>
 class LocalSgd {
   static_assert(check_optimizer<Base>(), "slowmo::LocalSgd<Base, Comm>: Base must model slowmo::Optimizer");
@@ -44,37 +44,81 @@ class LocalSgd {
   using comm_type = Comm;
 
   LocalSgd(Base base, Comm& comm, LocalSgdOptions options = {})
-      : options_(validated(options)), base_(std::move(base)), comm_(&comm) {}
+      : options_(validated(options)), base_(std::move(base)), comm_(comm) {}
+
+  /// Before the first gradient: every worker takes worker 0's parameters (broadcast_initial)
+  /// and the base is anchored there.
+  void start(ref_type x) {
+    detail::require_not_stepped("LocalSgd", steps_);
+    detail::check_step_sizes("LocalSgd", x.size(), x.size());
+    if (options_.broadcast_initial) comm_.get().broadcast(as_span(x), 0);
+    rebase(x);
+  }
 
   void step(ref_type x, const_ref_type g) {
     detail::check_step_sizes("LocalSgd", x.size(), g.size());
-    // The first step is known from the visited step count, so a resumed run never repeats it.
-    if (steps_ == 0 && options_.broadcast_initial) comm_->broadcast(as_span(x), 0);
+    detail::require_started("LocalSgd", started_ || steps_ > 0);  // (a resumed run is started)
+    Comm& comm = comm_.get();
     if (steps_ < options_.warmup_steps) {
+      detail::check_own_gradient("LocalSgd", base_, g, steps_ + 1);
       if (grad_.size() != g.size()) grad_.resize(g.size());  // once
       grad_ = g;
-      comm_->all_reduce(as_span(grad_), ReduceOp::mean);
+      comm.all_reduce(as_span(grad_), ReduceOp::mean);
       base_.step(x, grad_);
       ++steps_;
       return;
     }
     base_.step(x, g);
     ++steps_;
-    if ((steps_ - options_.warmup_steps) % options_.H == 0) {
-      comm_->all_reduce(as_span(x), ReduceOp::mean);
-      detail::apply_sync_policy(options_.base_state, base_, *comm_);
+    if (averaged_last_step()) {
+      detail::average_parameters(base_, x, comm);
+      detail::apply_sync_policy(options_.base_state, base_, comm);
       slowmo::rebase(base_, x);
     }
   }
 
-  /// Local steps between averages (SlowMo checks that its tau is a multiple).
+  /// LocalSgd averages after steps period_offset() + j period(), j >= 1 (SlowMo checks that
+  /// its outer steps fall on them).
   std::int64_t period() const { return options_.H; }
+  std::int64_t period_offset() const { return options_.warmup_steps; }
   scalar_type last_lr() const { return base_.last_lr(); }
+  scalar_type next_lr() const
+    requires requires(const Base& b) { b.next_lr(); }
+  {
+    return base_.next_lr();
+  }
   std::int64_t steps() const { return steps_; }
   const LocalSgdOptions& options() const { return options_; }
   const Base& base() const { return base_; }
   Base& base() { return base_; }
-  void rebase(const_ref_type x) { slowmo::rebase(base_, x); }
+
+  /// The parameters are now x (set from outside, or by start): the base follows.
+  void rebase(const_ref_type x) {
+    started_ = true;
+    slowmo::rebase(base_, x);
+  }
+
+  /// Warm-up steps and averages leave the parameters equal on every worker, and the state
+  /// too during the warm-up (every worker applied the same gradient) or when the average
+  /// resets or averages it; other steps leave what the base's own step left.
+  Agreement agreement() const {
+    if (steps_ == 0) return {};
+    if (steps_ <= options_.warmup_steps) return {.parameters = true, .state = true};
+    if (averaged_last_step())
+      return {.parameters = true,
+              .state = detail::state_agrees_after(options_.base_state, slowmo::agreement(base_).state)};
+    return slowmo::agreement(base_);
+  }
+
+  /// Structural: H and W position the averages.
+  template <class F>
+  void visit_structure(F&& f, const StateScope* scope = nullptr) const {
+    f(StateKey{"combinator", scope}, "LocalSgd");
+    f(StateKey{"H", scope}, options_.H);
+    f(StateKey{"warmup_steps", scope}, options_.warmup_steps);
+    const StateScope base_scope{"base", scope};
+    slowmo::visit_structure(base_, f, &base_scope);
+  }
 
   template <class V>
   void visit_state(V&& v, const StateScope* scope = nullptr) {
@@ -93,6 +137,10 @@ class LocalSgd {
     self.base_.visit_state(v, &base_scope);
   }
 
+  bool averaged_last_step() const {
+    return steps_ > options_.warmup_steps && (steps_ - options_.warmup_steps) % options_.H == 0;
+  }
+
   static LocalSgdOptions validated(const LocalSgdOptions& o) {
     detail::require_option(o.H >= 1, "LocalSgd", "H", o.H, "must be >= 1 (local steps between averages)");
     detail::require_option(o.warmup_steps >= 0, "LocalSgd", "warmup_steps", o.warmup_steps, "must be >= 0");
@@ -101,9 +149,10 @@ class LocalSgd {
 
   LocalSgdOptions options_;
   Base base_;
-  Comm* comm_;
+  detail::CommHolder<Comm> comm_;
   vector_type grad_;  // averaged gradient during warm-up
   std::int64_t steps_ = 0;
+  bool started_ = false;  // start(x) or a rebase anchored it (derived again from steps_ after a resume)
 };
 
 }  // namespace slowmo

@@ -1,4 +1,4 @@
-// slowmo/dist/sgp.hpp — Sgp<Base, Comm, Topology>: Stochastic Gradient Push (Assran,
+// slowmo/distributed/sgp.hpp — Sgp<Base, Comm, Topology>: Stochastic Gradient Push (Assran,
 // Loizou, Ballas, Rabbat, ICML 2019, Algorithm 1): local steps on a push-sum numerator,
 // mixed with out-peers over a time-varying directed graph, no global synchronisation.
 #pragma once
@@ -11,13 +11,17 @@
 #include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
-#include "slowmo/dist/detail/sync.hpp"
-#include "slowmo/dist/rules.hpp"
-#include "slowmo/dist/topology.hpp"
+#include "slowmo/distributed/detail/sync.hpp"
+#include "slowmo/distributed/rules.hpp"
+#include "slowmo/distributed/topology.hpp"
 
 namespace slowmo {
 
-/// Each worker keeps a numerator x_i and a weight w_i (initially its parameters and 1) and
+struct SgpOptions {
+  bool broadcast_initial = true;  ///< start(x): every worker takes worker 0's parameters (Alg. 1 starts all from one point)
+};
+
+/// After start(z), each worker keeps a numerator x_i and a weight w_i (initially its parameters and 1) and
 /// the user holds the de-biased model z_i = x_i / w_i: the gradient is evaluated at z, and
 /// step(z, g) does
 ///   x_i = base step of x_i with g                       (local optimisation)
@@ -44,32 +48,44 @@ class Sgp {
   using topology_type = Graph;
 
   /// The topology must span the communicator's workers, e.g. ExponentialGraph(comm.size(), 1).
-  Sgp(Base base, Comm& comm, Graph graph) : base_(std::move(base)), comm_(&comm), graph_(std::move(graph)) {
+  Sgp(Base base, Comm& comm, Graph graph, SgpOptions options = {})
+      : options_(options), base_(std::move(base)), comm_(comm), graph_(std::move(graph)) {
     detail::require_option(graph_.size() == comm.size(), "Sgp", "topology size", graph_.size(),
                            detail::concat("must equal the number of workers, ", comm.size()));
   }
   /// The exponential graph (or ring) with `peers` out-peers per round over all workers.
-  Sgp(Base base, Comm& comm, int peers = 1) : Sgp(std::move(base), comm, make_graph(comm, peers)) {}
+  Sgp(Base base, Comm& comm, int peers = 1, SgpOptions options = {})
+      : Sgp(std::move(base), comm, make_graph(comm, peers), options) {}
+
+  /// Before the first gradient: every worker takes worker 0's parameters (broadcast_initial)
+  /// and push-sum starts there with weight 1.
+  void start(ref_type z) {
+    detail::require_not_stepped("Sgp", round_);
+    detail::check_step_sizes("Sgp", z.size(), z.size());
+    if (options_.broadcast_initial) comm_.get().broadcast(as_span(z), 0);
+    rebase(z);
+  }
 
   void step(ref_type z, const_ref_type g) {
     detail::check_step_sizes("Sgp", z.size(), g.size(), num_.size() > 0 ? num_.size() : -1);
-    if (num_.size() == 0) num_ = z;  // push-sum starts from the parameters with weight 1
+    detail::require_started("Sgp", num_.size() > 0);
     if (share_.size() != z.size()) {  // scratch (also after a resume): the only allocations
       share_.resize(z.size());
       received_.resize(z.size());
       if (graph_.peers() > 1) extra_.resize(z.size());
     }
+    Comm& comm = comm_.get();
     base_.step(num_, g);
     const int k = graph_.peers();
-    const int me = comm_->rank();
+    const int me = comm.rank();
     space_type::for_each(z.size(), rules::PushSumShare<scalar_type>{scalar_type(1.0 / (k + 1))}, share_.data(),
                          num_.data());
     const double w_share = weight_ / (k + 1);
     double w_in = 0;
     for (int j = 0; j < k; ++j) {
       auto& into = j == 0 ? received_ : extra_;
-      w_in += comm_->exchange(as_span(std::as_const(share_)), w_share, graph_.out_peer(me, round_, j), as_span(into),
-                              graph_.in_peer(me, round_, j));
+      w_in += comm.exchange(as_span(std::as_const(share_)), w_share, graph_.out_peer(me, round_, j), as_span(into),
+                            graph_.in_peer(me, round_, j));
       if (j > 0) space_type::for_each(z.size(), rules::AddTo{}, received_.data(), extra_.data());
     }
     weight_ = w_share + w_in;
@@ -78,10 +94,10 @@ class Sgp {
     ++round_;
   }
 
-  /// The parameters were set from outside (a SlowMo outer step, identical on all workers):
-  /// restart push-sum from them with weight 1.
+  /// The parameters were set from outside (start, or a wrapper's synchronisation, identical on
+  /// all workers): restart push-sum from them with weight 1.
   void rebase(const_ref_type z) {
-    if (num_.size() == z.size()) num_ = z;
+    num_ = z;
     weight_ = 1.0;
     slowmo::rebase(base_, z);
   }
@@ -91,6 +107,22 @@ class Sgp {
   double weight() const { return weight_; }
   const vector_type& numerator() const { return num_; }
   const Graph& topology() const { return graph_; }
+  const SgpOptions& options() const { return options_; }
+  scalar_type next_lr() const
+    requires requires(const Base& b) { b.next_lr(); }
+  {
+    return base_.next_lr();
+  }
+
+  /// Structural: the graph decides who talks to whom at each round.
+  template <class F>
+  void visit_structure(F&& f, const StateScope* scope = nullptr) const {
+    f(StateKey{"combinator", scope}, "Sgp");
+    f(StateKey{"topology", scope}, detail::type_name<Graph>());
+    f(StateKey{"peers", scope}, std::int64_t(graph_.peers()));
+    const StateScope base_scope{"base", scope};
+    slowmo::visit_structure(base_, f, &base_scope);
+  }
   const Base& base() const { return base_; }
   Base& base() { return base_; }
 
@@ -120,8 +152,9 @@ class Sgp {
     self.base_.visit_state(v, &base_scope);
   }
 
+  SgpOptions options_;
   Base base_;
-  Comm* comm_;
+  detail::CommHolder<Comm> comm_;
   Graph graph_;
   vector_type num_, share_, received_, extra_;
   double weight_ = 1.0;

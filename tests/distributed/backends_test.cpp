@@ -2,7 +2,7 @@
 // synchronous ones leave all workers with the same parameters.
 #include <doctest/doctest.h>
 
-#include "dist/zoo.hpp"
+#include "support/zoo.hpp"
 
 TEST_CASE_TEMPLATE("every algorithm: simulator == threads, bit for bit", T, float, double) {
   for (int m : {2, 3, 5}) {

@@ -4,12 +4,14 @@
 
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include <slowmo/slowmo.hpp>
 
-#include "dist/zoo.hpp"
+#include "support/zoo.hpp"
 
 namespace {
 
@@ -28,6 +30,7 @@ std::vector<std::vector<Vector<T>>> trajectories(int m, int steps, Make make, Ei
   slowmo::sim::run({.workers = m}, [&](slowmo::sim::Comm& c) {
     auto opt = make(c);
     Vector<T> x = Vector<T>::LinSpaced(d, T(-2), T(2)), g(d);
+    slowmo::start(opt, x);  // every worker starts here already: the broadcast changes nothing
     for (int t = 0; t < steps; ++t) {
       zoo::gradient(c.rank(), x, g);
       opt.step(x, g);
@@ -94,6 +97,9 @@ TEST_CASE_TEMPLATE("3. one worker, beta = 0, tau = k: SlowMo is Lookahead(k, alp
     SingleWorker solo;
     SlowMo divided(Adam<T>({.lr = 0.05}), solo, {.tau = 4, .alpha = alpha, .beta = 0.0, .base_state = OnSync::keep});
     Vector<T> x = Vector<T>::LinSpaced(9, T(-2), T(2)), y = x, z = x, g(9);
+    slowmo::start(la, x);
+    slowmo::start(as_slowmo, y);
+    slowmo::start(divided, z);
     for (int t = 0; t < 40; ++t) {
       zoo::gradient(0, x, g);
       la.step(x, g);
@@ -208,6 +214,7 @@ TEST_CASE_TEMPLATE("the DiLoCo preset: published defaults, and its inner lr foll
   // StepDecay(2, 0.5) halves the inner lr every 2 steps: steps 0..4 use 0.1, 0.1, 0.05, 0.05, 0.025.
   auto scheduled = diloco<T>(solo, {.H = 3, .inner_lr = 0.1}, schedule::StepDecay{.step_size = 2, .gamma = 0.5});
   Vector<T> x = Vector<T>::Ones(4), g = Vector<T>::Ones(4);
+  slowmo::start(scheduled, x);
   for (double lr : {0.1, 0.1, 0.05, 0.05, 0.025}) {
     scheduled.step(x, g);
     CHECK(scheduled.last_lr() == doctest::Approx(lr));
@@ -223,6 +230,7 @@ TEST_CASE_TEMPLATE("8. base state policy: reset zeroes the base buffers, average
     slowmo::sim::run({.workers = m}, [&](sim::Comm& c) {
       SlowMo opt(Sgd<T>({.lr = 0.1, .momentum = 0.9}), c, {.tau = tau, .beta = 0.5, .base_state = policy});
       Vector<T> x = Vector<T>::Ones(5), g(5);
+      opt.start(x);
       for (int t = 1; t <= 3 * tau; ++t) {
         zoo::gradient(c.rank(), x, g);
         opt.step(x, g);
@@ -239,4 +247,79 @@ TEST_CASE_TEMPLATE("8. base state policy: reset zeroes the base buffers, average
       if (policy != OnSync::reset) CHECK(!b0.isZero(0));
     }
   }
+}
+
+// Nesting never repeats communication (issue 12, item 3), counted with the simulator's byte
+// counters. The cost model (comm/detail/engine.hpp), for m = 4 workers and a payload of
+// d = 1000 doubles = 8000 bytes:
+//  - an all-reduce is a ring all-reduce: every worker sends 2(m-1)/m * 8000 = 2 * 3/4 * 8000
+//    = 12,000 bytes;
+//  - a broadcast is a binomial tree from the root: relative rank v sends the full payload to
+//    v + 2^k for every k with 2^k > v and v + 2^k < m, i.e. worker 0 sends to 1 and 2 and
+//    worker 1 to 3: worker 0 sends 16,000 bytes, worker 1 8,000, workers 2 and 3 nothing;
+//    in all (m-1) * 8000 = 24,000 bytes, every non-root worker receiving the payload once.
+TEST_CASE("nesting sends nothing twice: SlowMo over LocalSgd and over GradientAllReduce, by the byte counters") {
+  using namespace slowmo;
+  const int m = 4;
+  const Eigen::Index d = 1000;
+  const std::uint64_t all_reduce = 12000;                          // per worker, see above
+  const std::vector<std::uint64_t> broadcast{16000, 8000, 0, 0};  // per worker, see above
+
+  // Runs `make(c)`'s optimizer: start, then `steps` steps; the bytes each worker had sent
+  // after start, and the run's report.
+  auto count = [&](auto make, int steps) {
+    std::vector<std::uint64_t> after_start(m);
+    const auto report = sim::run({.workers = m}, [&](sim::Comm& c) {
+      auto opt = make(c);
+      Vector<double> x = zoo::initial_point<double>(c.rank(), d), g(d);
+      opt.start(x);
+      after_start[std::size_t(c.rank())] = c.bytes_sent();
+      for (int t = 0; t < steps; ++t) {
+        zoo::gradient(c.rank(), x, g);
+        opt.step(x, g);
+      }
+    });
+    return std::pair{after_start, report};
+  };
+
+  // SlowMo{tau = 6} over LocalSgd{H = 3}, 6 steps, no initial broadcast: LocalSgd averages
+  // after steps 3 and 6; SlowMo's outer step after step 6 finds the parameters just averaged
+  // and sends nothing (its base_state = reset needs no traffic either): 2 all-reduces,
+  // 2 * 12,000 = 24,000 bytes per worker (36,000 when SlowMo averaged the same x again).
+  for (bool broadcast_initial : {false, true}) {
+    CAPTURE(broadcast_initial);
+    const auto [after_start, report] = count(
+        [&](auto& c) {
+          return SlowMo(LocalSgd(Sgd<double>({.lr = 0.1}), c, {.H = 3, .broadcast_initial = broadcast_initial}), c,
+                        {.tau = 6, .broadcast_initial = broadcast_initial});
+        },
+        6);
+    for (int r = 0; r < m; ++r) {
+      CAPTURE(r);
+      // With broadcast_initial on both layers, start sends one broadcast (SlowMo's; it
+      // anchors LocalSgd by a rebase, which sends nothing), not one per layer.
+      const std::uint64_t b = broadcast_initial ? broadcast[std::size_t(r)] : 0;
+      CHECK(after_start[std::size_t(r)] == b);
+      CHECK(report.workers[std::size_t(r)].bytes_sent == b + 2 * all_reduce);
+    }
+    CHECK(report.total_bytes_sent() == (broadcast_initial ? 24000u : 0u) + 4u * 24000u);
+  }
+
+  // SlowMo{tau = 2} over GradientAllReduce, both broadcast_initial = true, 4 steps: start
+  // broadcasts once (16,000 + 8,000 bytes, not twice that); each step all-reduces the
+  // gradient (12,000 bytes per worker); the outer steps after steps 2 and 4 find the
+  // parameters identical (every worker applied the same mean gradient) and send nothing:
+  // 4 * 12,000 = 48,000 bytes per worker after start.
+  const auto [after_start, report] = count(
+      [&](auto& c) {
+        return SlowMo(GradientAllReduce(Sgd<double>({.lr = 0.1}), c, {.broadcast_initial = true}), c,
+                      {.tau = 2, .broadcast_initial = true});
+      },
+      4);
+  for (int r = 0; r < m; ++r) {
+    CAPTURE(r);
+    CHECK(after_start[std::size_t(r)] == broadcast[std::size_t(r)]);
+    CHECK(report.workers[std::size_t(r)].bytes_sent == broadcast[std::size_t(r)] + 4 * all_reduce);
+  }
+  CHECK(report.total_bytes_sent() == 24000u + 4u * 48000u);
 }

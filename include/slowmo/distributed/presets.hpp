@@ -1,4 +1,4 @@
-// slowmo/dist/presets.hpp — published algorithms as configurations of the combinators,
+// slowmo/distributed/presets.hpp — published algorithms as configurations of the combinators,
 // with their published defaults.
 #pragma once
 
@@ -6,8 +6,8 @@
 #include <utility>
 
 #include "slowmo/comm/single_worker.hpp"
-#include "slowmo/dist/local_sgd.hpp"
-#include "slowmo/dist/slowmo.hpp"
+#include "slowmo/distributed/local_sgd.hpp"
+#include "slowmo/distributed/slowmo.hpp"
 #include "slowmo/optim/adam.hpp"
 
 namespace slowmo {
@@ -52,6 +52,7 @@ struct DiLoCoOptions {
   std::array<double, 2> inner_betas = {0.9, 0.95};
   double outer_lr = 0.7;
   double outer_momentum = 0.9;
+  NonFinite non_finite = NonFinite::raise;  ///< the inner AdamW's NaN/Inf policy
 };
 
 /// `diloco<float>(comm)` on the host; `diloco<float, slowmo::cuda::Device>(nccl)` on the GPU.
@@ -61,7 +62,8 @@ template <Real T, MemorySpace Space = Host, class Comm, Schedule S = schedule::C
 SlowMo<AdamW<T, S, Space>, Comm> diloco(Comm& comm, DiLoCoOptions o = {}, S schedule = {}) {
   using Inner = AdamW<T, S, Space>;
   return SlowMo<Inner, Comm>(
-      Inner({.lr = o.inner_lr, .betas = o.inner_betas, .weight_decay = o.inner_weight_decay}, std::move(schedule)),
+      Inner({.lr = o.inner_lr, .betas = o.inner_betas, .weight_decay = o.inner_weight_decay, .non_finite = o.non_finite},
+            std::move(schedule)),
       comm,
       {.tau = o.H,
        .alpha = o.outer_lr,
@@ -72,10 +74,11 @@ SlowMo<AdamW<T, S, Space>, Comm> diloco(Comm& comm, DiLoCoOptions o = {}, S sche
 }
 
 /// Lookahead (k, alpha) written as SlowMo with one worker and beta = 0:
-///   x0 = x0 - alpha (x0 - x_k), every k steps.
+///   x0 = x0 - alpha (x0 - x_k), every k steps. (SingleWorker is empty: SlowMo keeps its own
+/// copy, so nothing outlives the call.)
 template <class Base>
 SlowMo<Base, SingleWorker> lookahead_as_slowmo(Base base, std::int64_t k, double alpha) {
-  static SingleWorker solo;  // stateless
+  SingleWorker solo;
   return SlowMo<Base, SingleWorker>(std::move(base), solo,
                                     {.tau = k,
                                      .alpha = alpha,

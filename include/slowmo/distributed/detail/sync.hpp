@@ -1,0 +1,105 @@
+// slowmo/distributed/detail/sync.hpp — what the distributed combinators share: holding the
+// communicator, the start protocol, averaging the parameters and applying the base state
+// policy at a synchronisation point (never repeating what the base has just averaged), and
+// naming the worker whose own gradient is not finite.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <type_traits>
+
+#include "slowmo/core/communicator.hpp"
+#include "slowmo/core/error.hpp"
+#include "slowmo/core/non_finite.hpp"
+#include "slowmo/core/space.hpp"
+#include "slowmo/core/state.hpp"
+#include "slowmo/core/vector.hpp"
+
+namespace slowmo::detail {
+
+/// How a combinator holds its communicator: a pointer to the caller's, or, for an empty
+/// (stateless) communicator such as SingleWorker, its own copy — so that a preset can build
+/// one without any object outliving it.
+template <class Comm>
+class CommHolder {
+ public:
+  explicit CommHolder(Comm& comm) : comm_(&comm) {}
+  Comm& get() const { return *comm_; }
+
+ private:
+  Comm* comm_;
+};
+
+template <class Comm>
+  requires(std::is_empty_v<Comm> && std::is_copy_constructible_v<Comm>)
+class CommHolder<Comm> {
+ public:
+  explicit CommHolder(const Comm& comm) : comm_(comm) {}
+  Comm& get() const { return comm_; }
+
+ private:
+  mutable Comm comm_;  // empty: holds no state to protect
+};
+
+/// x becomes the mean of every worker's x, unless the base's last step left it identical on
+/// every worker already (e.g. LocalSgd has just averaged): then nothing is sent.
+template <class Base, class X, class Comm>
+void average_parameters(const Base& base, X& x, Comm& comm) {
+  if (!agreement(base).parameters) comm.all_reduce(as_span(x), ReduceOp::mean);
+}
+
+/// keep: nothing; reset: re-initialise as a fresh optimizer; average: every accumulator
+/// buffer becomes its mean across workers, unless the base's state agrees on every worker
+/// already. Counters are equal on all workers without communication: every worker takes
+/// the same number of steps, and a skipped step counts like any other (NonFinite::skip).
+template <class Opt, class Comm>
+void apply_sync_policy(OnSync policy, Opt& opt, Comm& comm) {
+  switch (policy) {
+    case OnSync::keep: break;
+    case OnSync::reset: reset_state(opt); break;
+    case OnSync::average:
+      if (agreement(opt).state) break;
+      opt.visit_state([&](const StateKey&, auto& ref, StateKind kind) {
+        if constexpr (!std::is_arithmetic_v<std::remove_cvref_t<decltype(ref)>>)
+          if (kind == StateKind::accumulator) comm.all_reduce(as_span(ref), ReduceOp::mean);
+      });
+      break;
+  }
+}
+
+/// After a synchronisation with this policy, does the base's state agree on every worker?
+/// average and reset make it so; keep leaves it as the base's own steps left it.
+inline bool state_agrees_after(OnSync policy, bool before) { return policy != OnSync::keep || before; }
+
+/// The NonFinite policy that governs a nest's gradient: that of the innermost optimizer
+/// with a `non_finite` option (propagate when there is none).
+template <class Opt>
+NonFinite non_finite_policy(const Opt& opt) {
+  if constexpr (requires { opt.options().non_finite; })
+    return opt.options().non_finite;
+  else if constexpr (requires { opt.base(); })
+    return non_finite_policy(opt.base());
+  else
+    return NonFinite::propagate;
+}
+
+/// Before this worker's gradient is averaged with the others' (gradient all-reduce), a NaN
+/// or an infinity in it must be reported by this worker, under NonFinite::raise: after the
+/// average every worker would see it and the error would name the wrong one. (skip acts on
+/// the average, so that all workers skip together.)
+template <class Base, class G>
+void check_own_gradient(std::string_view owner, const Base& base, const G& g, std::int64_t step) {
+  if constexpr (std::is_same_v<space_of_t<Base>, Host>)  // (device gradients are not scanned: see NonFinite)
+    if (non_finite_policy(base) == NonFinite::raise && first_non_finite(g.data(), g.size()) >= 0)
+      reject_gradient(NonFinite::raise, concat(owner, " (this worker's own gradient, before averaging)"), g.data(),
+                      g.size(), step);  // (the message is built only on error: steps never allocate)
+}
+
+template <class Comm>
+void check_comm_size(std::string_view owner, const Comm& comm, int at_least) {
+  if (comm.size() < at_least)
+    throw invalid_option(concat("slowmo::", owner, ": needs at least ", at_least, " workers; the communicator has ",
+                                comm.size()));
+}
+
+}  // namespace slowmo::detail

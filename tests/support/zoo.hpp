@@ -1,0 +1,158 @@
+// The registry: every optimizer and combinator composition the library ships, under one
+// name each, so that every property test (bit-exact resume, rebase after an overwrite, the
+// strong guarantee on bad input, allocation-free steps, simulator == threads == MPI, skip
+// consistency, agreement before the first gradient) runs over all of them. A new algorithm
+// joins every check with one line in for_each_composition.
+#pragma once
+
+#include <cmath>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <slowmo/slowmo.hpp>
+
+namespace zoo {
+
+/// How the registry builds its compositions.
+struct Config {
+  slowmo::NonFinite non_finite = slowmo::NonFinite::raise;  ///< every base optimizer's policy
+};
+
+/// Calls f(name, min_workers, make) for every composition, where make(comm) builds a fresh
+/// one for this worker (single-worker optimizers ignore the communicator) and min_workers is
+/// the least number of workers it runs on. Periods are 3, 4 and 6 so that 24 steps end on
+/// every synchronisation.
+template <class T, class F>
+void for_each_composition(F&& f, Config cfg = {}) {
+  using namespace slowmo;
+  const NonFinite nf = cfg.non_finite;
+  using Cos = schedule::Cosine;
+  // single-worker optimizers
+  f("sgd", 1, [=](auto&) { return Sgd<T>({.lr = 0.1, .non_finite = nf}); });
+  f("sgd_momentum", 1, [=](auto&) {
+    return Sgd<T>({.lr = 0.05, .momentum = 0.9, .dampening = 0.1, .weight_decay = 0.01, .non_finite = nf});
+  });
+  f("nesterov_cosine", 1, [=](auto&) { return Nesterov<T, Cos>({.lr = 0.1, .non_finite = nf}, {.total_steps = 40}); });
+  f("adam", 1, [=](auto&) { return Adam<T>({.lr = 0.05, .weight_decay = 0.01, .non_finite = nf}); });
+  f("adam_amsgrad", 1, [=](auto&) { return Adam<T>({.lr = 0.05, .amsgrad = true, .non_finite = nf}); });
+  f("adamw", 1, [=](auto&) { return AdamW<T>({.lr = 0.05, .non_finite = nf}); });
+  f("lookahead_sgd", 1, [=](auto&) {
+    return Lookahead(Sgd<T>({.lr = 0.1, .momentum = 0.9, .non_finite = nf}), {.k = 3, .base_state = OnSync::reset});
+  });
+  f("lookahead_lookahead_adam", 1, [=](auto&) {
+    return Lookahead(Lookahead(Adam<T>({.lr = 0.05, .non_finite = nf}), {.k = 2}), {.k = 3, .alpha = 0.8});
+  });
+  f("lookahead_as_slowmo", 1,
+    [=](auto&) { return lookahead_as_slowmo(Nesterov<T>({.lr = 0.1, .non_finite = nf}), 4, 0.7); });
+  // distributed combinators and presets
+  f("local_sgd", 1, [=](auto& c) { return LocalSgd(Sgd<T>({.lr = 0.1, .momentum = 0.9, .non_finite = nf}), c, {.H = 4}); });
+  f("post_local_sgd", 1,
+    [=](auto& c) { return LocalSgd(Nesterov<T>({.lr = 0.1, .non_finite = nf}), c, {.H = 4, .warmup_steps = 8}); });
+  f("local_sgd_average", 1, [=](auto& c) {
+    return LocalSgd(Adam<T>({.lr = 0.05, .non_finite = nf}), c, {.H = 3, .base_state = OnSync::average});
+  });
+  f("ar_sgd", 1, [=](auto& c) { return GradientAllReduce(Sgd<T>({.lr = 0.1, .momentum = 0.9, .non_finite = nf}), c); });
+  f("ar_adam", 1, [=](auto& c) { return GradientAllReduce(Adam<T>({.lr = 0.05, .non_finite = nf}), c); });
+  f("slowmo", 1, [=](auto& c) {
+    return SlowMo(Nesterov<T, Cos>({.lr = 0.1, .non_finite = nf}, {.total_steps = 40}), c, {.tau = 6, .beta = 0.6});
+  });
+  f("slowmo_average", 1, [=](auto& c) {
+    return SlowMo(Adam<T>({.lr = 0.05, .non_finite = nf}), c, {.tau = 6, .beta = 0.5, .base_state = OnSync::average});
+  });
+  f("slowmo_outer_nesterov", 1, [=](auto& c) {
+    return SlowMo(Sgd<T>({.lr = 0.1, .momentum = 0.5, .non_finite = nf}), c,
+                  {.tau = 3, .beta = 0.7, .base_state = OnSync::keep, .nesterov = true});
+  });
+  f("bmuf", 1, [=](auto& c) { return bmuf(Sgd<T>({.lr = 0.1, .momentum = 0.5, .non_finite = nf}), c, {.tau = 6}); });
+  f("bmuf_nbm", 1, [=](auto& c) { return bmuf(Sgd<T>({.lr = 0.1, .non_finite = nf}), c, {.tau = 6, .nesterov = true}); });
+  f("diloco", 1, [=](auto& c) {
+    using Inner = AdamW<T, Cos>;
+    return SlowMo(Inner({.lr = 0.05, .betas = {0.9, 0.95}, .weight_decay = 0.1, .non_finite = nf}, {.total_steps = 40}),
+                  c, {.tau = 6, .alpha = 0.7, .beta = 0.9, .base_state = OnSync::keep, .nesterov = true,
+                      .divide_by_lr = false});
+  });
+  f("diloco_preset", 1, [=](auto& c) { return diloco<T>(c, {.H = 6, .inner_lr = 0.05, .non_finite = nf}); });
+  f("slowmo_local_sgd", 1, [=](auto& c) {
+    return SlowMo(LocalSgd(Sgd<T>({.lr = 0.1, .non_finite = nf}), c, {.H = 3}), c, {.tau = 6, .beta = 0.5});
+  });
+  f("slowmo_post_local_sgd_average", 1, [=](auto& c) {
+    return SlowMo(LocalSgd(Adam<T>({.lr = 0.05, .non_finite = nf}), c,
+                           {.H = 3, .warmup_steps = 3, .base_state = OnSync::average}),
+                  c, {.tau = 6, .beta = 0.5, .base_state = OnSync::average});
+  });
+  f("slowmo_ar_sgd", 1, [=](auto& c) {
+    return SlowMo(GradientAllReduce(Sgd<T>({.lr = 0.1, .momentum = 0.9, .non_finite = nf}), c), c,
+                  {.tau = 4, .beta = 0.5, .base_state = OnSync::keep});
+  });
+  f("slowmo_lookahead_adam", 1, [=](auto& c) {
+    return SlowMo(Lookahead(Adam<T>({.lr = 0.05, .non_finite = nf}), {.k = 3}), c,
+                  {.tau = 6, .beta = 0.5, .base_state = OnSync::keep});
+  });
+  f("lookahead_local_sgd", 1, [=](auto& c) {
+    return Lookahead(LocalSgd(Sgd<T>({.lr = 0.1, .non_finite = nf}), c, {.H = 2}), {.k = 3, .alpha = 0.5});
+  });
+  f("sgp", 2, [=](auto& c) { return Sgp(Nesterov<T>({.lr = 0.1, .non_finite = nf}), c); });
+  f("sgp_ring2", 3, [=](auto& c) { return Sgp(Sgd<T>({.lr = 0.1, .non_finite = nf}), c, Ring(c.size(), 2)); });
+  f("slowmo_sgp", 2, [=](auto& c) { return SlowMo(Sgp(Sgd<T>({.lr = 0.1, .non_finite = nf}), c), c, {.tau = 6, .beta = 0.5}); });
+  f("lookahead_sgp", 2,
+    [=](auto& c) { return Lookahead(Sgp(Sgd<T>({.lr = 0.1, .momentum = 0.5, .non_finite = nf}), c), {.k = 4}); });
+  f("local_sgd_sgp", 2, [=](auto& c) { return LocalSgd(Sgp(Sgd<T>({.lr = 0.1, .non_finite = nf}), c), c, {.H = 4}); });
+}
+
+/// Worker r's gradient of f_r(x) = 1/2 sum_j a_rj (x_j - c_rj)^2, heterogeneous across workers.
+template <class T>
+void gradient(int r, const slowmo::Vector<T>& x, slowmo::Vector<T>& g) {
+  for (Eigen::Index j = 0; j < x.size(); ++j) {
+    const double a = 0.5 + 0.25 * double((r + j) % 3), c = std::sin(double(3 * r + j));
+    g[j] = T(a * (double(x[j]) - c));
+  }
+}
+
+/// Worker r's starting point: different on every worker, so that start(x) must align them.
+template <class T>
+slowmo::Vector<T> initial_point(int r, Eigen::Index d = 13) {
+  slowmo::Vector<T> x = slowmo::Vector<T>::LinSpaced(d, T(-1), T(1));
+  return x * T(1 + r);
+}
+
+/// start, then `steps` steps on worker r's gradient; the final parameters.
+template <class T, class Opt>
+std::vector<T> train(int r, Opt opt, int steps = 24, Eigen::Index d = 13) {
+  slowmo::Vector<T> x = initial_point<T>(r, d), g(d);
+  slowmo::start(opt, x);
+  for (int t = 0; t < steps; ++t) {
+    gradient(r, x, g);
+    opt.step(x, g);
+  }
+  return {x.data(), x.data() + x.size()};
+}
+
+/// Final parameters of this worker for every composition that runs on this many workers.
+template <class T, slowmo::Communicator C>
+std::map<std::string, std::vector<T>> run_all(C& comm) {
+  std::map<std::string, std::vector<T>> out;
+  for_each_composition<T>([&](std::string_view name, int min_workers, auto make) {
+    if (comm.size() >= min_workers) out[std::string(name)] = train<T>(comm.rank(), make(comm));
+  });
+  return out;
+}
+
+/// Every state entry of an optimizer by path, widened to double (exact for float, double and
+/// the counters below 2^53): for comparing whole states bit for bit.
+template <class Opt>
+std::map<std::string, std::vector<double>> state_of(const Opt& opt) {
+  std::map<std::string, std::vector<double>> out;
+  opt.visit_state([&](const slowmo::StateKey& key, const auto& ref, slowmo::StateKind) {
+    using R = std::remove_cvref_t<decltype(ref)>;
+    auto& v = out[key.path()];
+    if constexpr (std::is_arithmetic_v<R>)
+      v.push_back(double(ref));
+    else
+      for (Eigen::Index i = 0; i < ref.size(); ++i) v.push_back(double(ref[i]));
+  });
+  return out;
+}
+
+}  // namespace zoo
