@@ -2,6 +2,8 @@
 // (tests/compile_fail checks the wording of the diagnostics.)
 #include <doctest/doctest.h>
 
+#include <type_traits>
+
 #include <slowmo/slowmo.hpp>
 
 namespace {
@@ -111,6 +113,10 @@ TEST_CASE_TEMPLATE("Optimizers: ({}) compiles and means the documented default o
   CHECK(sgd.options().non_finite == NonFinite::raise);
 
   const Nesterov<T> nesterov({});
+  // Nesterov's options are its own options_type (not the Sgd options it sets)
+  static_assert(std::is_same_v<std::remove_cvref_t<decltype(nesterov.options())>, NesterovOptions>);
+  static_assert(std::is_same_v<typename Nesterov<T>::options_type, NesterovOptions>);
+  CHECK(Nesterov<T>({.lr = 0.2, .momentum = 0.8}).options().momentum == 0.8);
   CHECK(nesterov.options().lr == 1e-3);
   CHECK(nesterov.options().momentum == 0.9);
   CHECK(nesterov.options().weight_decay == 0.0);

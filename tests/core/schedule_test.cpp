@@ -25,6 +25,16 @@ TEST_CASE("Linear (torch LinearLR): ramps over total_iters, then holds") {
   CHECK(s(100) == 1.0);
 }
 
+TEST_CASE("Linear decays to zero: end_factor = 0 is valid, as torch LinearLR's [0, 1]") {
+  const Linear s{.start_factor = 1.0, .end_factor = 0.0, .total_iters = 4};
+  CHECK_NOTHROW(s.validate());
+  CHECK(s(0) == 1.0);
+  CHECK(s(2) == 0.5);  // 1 + (0 - 1) * 2 / 4
+  CHECK(s(4) == 0.0);
+  CHECK_THROWS_AS((Linear{.end_factor = -0.1}.validate()), slowmo::invalid_option);
+  CHECK_THROWS_AS((Linear{.start_factor = 0.0}.validate()), slowmo::invalid_option);  // torch: (0, 1]
+}
+
 TEST_CASE("Cosine: 1 at t = 0, the midpoint at T/2, min_factor from T on") {
   const Cosine s{.total_steps = 10, .min_factor = 0.1};
   CHECK(s(0) == doctest::Approx(1.0));

@@ -352,3 +352,11 @@ TEST_CASE("a NaN of worker 2's under gradient all-reduce is reported as worker 2
     CHECK(std::string(e.what()).find("gradient[3] = inf at step 3") != std::string::npos);
   }
 }
+
+TEST_CASE("lookahead_as_slowmo keeps its own (empty) communicator: no state shared between instances") {
+  auto a = slowmo::lookahead_as_slowmo(slowmo::Sgd<double>({.lr = 0.1}), 2, 0.5);
+  auto b = slowmo::lookahead_as_slowmo(slowmo::Sgd<double>({.lr = 0.1}), 2, 0.5);
+  CHECK(&a.comm() != &b.comm());
+  auto c = a;  // a copy holds its own too
+  CHECK(&c.comm() != &a.comm());
+}
