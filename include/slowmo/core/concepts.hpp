@@ -4,6 +4,7 @@
 
 #include <concepts>
 #include <cstdint>
+#include <optional>
 
 #include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
@@ -92,6 +93,19 @@ template <class O>
 concept Optimizer = detail::HasScalarType<O> && detail::HasStep<O> && detail::HasViewStep<O> &&
                     detail::HasLastLr<O> && detail::HasSteps<O> && detail::HasVisitState<O> &&
                     detail::HasScopedVisitState<O> && std::copy_constructible<O>;
+
+/// The learning rate opt's next step will use, where it can tell: its own `next_lr()` (the
+/// shipped optimizers' is checked, so a bad schedule value throws here), or, for a
+/// combinator, its base's (a combinator steps its base with the base's lr); empty otherwise.
+template <class O>
+std::optional<double> next_lr(const O& opt) {
+  if constexpr (requires { opt.next_lr(); })
+    return static_cast<double>(opt.next_lr());
+  else if constexpr (requires { opt.base(); })
+    return next_lr(opt.base());
+  else
+    return std::nullopt;
+}
 
 /// Use as `static_assert(check_optimizer<Base>())` where a readable diagnostic is wanted:
 /// the first missing requirement, and only that one, is named in the compiler's message.

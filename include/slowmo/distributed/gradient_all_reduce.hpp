@@ -64,11 +64,6 @@ class GradientAllReduce {
   }
 
   scalar_type last_lr() const { return base_.last_lr(); }
-  scalar_type next_lr() const
-    requires requires(const Base& b) { b.next_lr(); }
-  {
-    return base_.next_lr();
-  }
   std::int64_t steps() const { return base_.steps(); }
   const Base& base() const { return base_; }
   Base& base() { return base_; }

@@ -82,11 +82,6 @@ class LocalSgd {
   std::int64_t period() const { return options_.H; }
   std::int64_t period_offset() const { return options_.warmup_steps; }
   scalar_type last_lr() const { return base_.last_lr(); }
-  scalar_type next_lr() const
-    requires requires(const Base& b) { b.next_lr(); }
-  {
-    return base_.next_lr();
-  }
   std::int64_t steps() const { return steps_; }
   const LocalSgdOptions& options() const { return options_; }
   const Base& base() const { return base_; }

@@ -108,11 +108,6 @@ class Sgp {
   const vector_type& numerator() const { return num_; }
   const Graph& topology() const { return graph_; }
   const SgpOptions& options() const { return options_; }
-  scalar_type next_lr() const
-    requires requires(const Base& b) { b.next_lr(); }
-  {
-    return base_.next_lr();
-  }
 
   /// Structural: the graph decides who talks to whom at each round.
   template <class F>

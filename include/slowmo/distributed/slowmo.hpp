@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <utility>
 
 #include "slowmo/core/communicator.hpp"
@@ -72,24 +73,16 @@ class SlowMo {
     // Everything that can refuse this step is checked before anything changes: an outer
     // step that would divide by a zero learning rate is refused before the base steps. (A
     // base that cannot tell its next lr is checked after its step: then the base has moved.)
-    constexpr bool knows_next_lr = requires { base_.next_lr(); };
     const bool outer = (steps_ + 1) % options_.tau == 0;
-    if constexpr (knows_next_lr)
-      if (outer && options_.divide_by_lr) check_gamma(static_cast<double>(base_.next_lr()), steps_ + 1);
+    const std::optional<double> next = outer && options_.divide_by_lr ? slowmo::next_lr(base_) : std::nullopt;
+    if (next) check_gamma(*next, steps_ + 1);
     base_.step(x, g);
-    if constexpr (!knows_next_lr)
-      if (outer && options_.divide_by_lr) check_gamma(static_cast<double>(base_.last_lr()), steps_ + 1);
+    if (outer && options_.divide_by_lr && !next) check_gamma(static_cast<double>(base_.last_lr()), steps_ + 1);
     ++steps_;
     if (outer) outer_step(x);
   }
 
   scalar_type last_lr() const { return base_.last_lr(); }
-  /// The learning rate of the next base step (where the base can tell).
-  scalar_type next_lr() const
-    requires requires(const Base& b) { b.next_lr(); }
-  {
-    return base_.next_lr();
-  }
   std::int64_t steps() const { return steps_; }
   std::int64_t outer_steps() const { return steps_ / options_.tau; }
   const SlowMoOptions& options() const { return options_; }

@@ -96,11 +96,6 @@ class Lookahead {
   }
 
   scalar_type last_lr() const { return base_.last_lr(); }
-  scalar_type next_lr() const
-    requires requires(const Base& b) { b.next_lr(); }
-  {
-    return base_.next_lr();
-  }
   std::int64_t steps() const { return steps_; }
   const LookaheadOptions& options() const { return options_; }
   const Base& base() const { return base_; }
