@@ -138,8 +138,7 @@ ChildResult in_child(long headroom_mb, Body body) {
 }
 
 /// In the child: a run of kAsked workers must throw comm_error, with the system's
-/// std::system_error nested, and leave no thread behind; twice in a row (the first run
-/// released what it had started, so the second one gets exactly as far); then a run of
+/// std::system_error nested, and leave no thread behind; twice in a row; then a run of
 /// fewer workers than had started must work. Writes each message; returns 0 when all held.
 template <class Run, class Write>
 int refused_then_fewer(Run run, Write& write) {
@@ -157,7 +156,9 @@ int refused_then_fewer(Run run, Write& write) {
     } catch (const slowmo::comm_error& e) {
       write(std::string("message: ") + e.what());
       if (attempt == 0) first = e.what();
-      else if (first != e.what()) code = 11;  // a leak would refuse an earlier thread
+      // (How far the second attempt gets is not compared with the first: glibc's stack cache
+      // and malloc arenas change the free address space from run to run, seen under load. A
+      // thread left behind is caught below by the thread count.)
       try {
         std::rethrow_if_nested(e);
         write("nothing nested");
