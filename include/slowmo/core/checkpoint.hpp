@@ -209,13 +209,6 @@ inline std::optional<std::vector<Option>> options_of(std::string_view sig) {
   return out;
 }
 
-/// "base/base/" for an entry of the scope chain `s` ("" at the top).
-inline std::string scope_path(const StateScope* s) {
-  std::string out;
-  for (; s != nullptr; s = s->parent) out.insert(0, std::string(s->name) + "/");
-  return out;
-}
-
 /// The largest counter a checkpoint may hold: far beyond any run, and far enough from the
 /// int64 limit that the steps after a resume never overflow.
 inline constexpr std::int64_t max_counter = std::int64_t(1) << 62;
@@ -509,7 +502,7 @@ void restore_checkpoint(Opt& opt, std::span<const unsigned char> bytes, const st
       Vector<T> v(static_cast<Eigen::Index>(n));
       if (n > 0) std::memcpy(v.data(), r.take(std::size_t(n) * sizeof(T), what), std::size_t(n) * sizeof(T));
       vectors.push_back(std::move(v));
-      buffers.push_back({key.path(), ck::scope_path(key.scope), n});
+      buffers.push_back({key.path(), StateKey{"", key.scope}.path(), n});  // scope: "base/base/"
     }
   });
   if (seen != entries)

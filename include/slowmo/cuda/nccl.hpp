@@ -32,21 +32,18 @@
 #include <nccl.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
-#include <system_error>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "slowmo/core/communicator.hpp"
+#include "slowmo/core/detail/thread_group.hpp"
 #include "slowmo/core/error.hpp"
 #include "slowmo/cuda/detail/host_link.hpp"
 #include "slowmo/cuda/device_vector.hpp"
@@ -410,91 +407,48 @@ void run_local(const LocalOptions& options, F&& fn) {
   detail::check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
   auto hub = std::make_shared<detail::LocalHub>(m);
   std::vector<std::exception_ptr> failures(devices.size());
-  std::vector<std::thread> threads;
-  threads.reserve(devices.size());
-  // Every thread waits here until all exist: if the system refuses one (ulimit -u), the
-  // started workers must not be left in ncclCommInitRank waiting for the missing rank.
-  std::mutex gate_mu;
-  std::condition_variable gate_cv;
-  int gate = 0;  // 0: closed; 1: open; -1: called off
-  auto set_gate = [&](int state) {
-    {
-      std::lock_guard lk(gate_mu);
-      gate = state;
-    }
-    gate_cv.notify_all();
-  };
-  for (int r = 0; r < m; ++r) {
+  // Either every worker starts or none does: a worker left alone would wait for ever in
+  // ncclCommInitRank for a rank whose thread the system refused.
+  slowmo::detail::run_thread_group("cuda::run_local", m, [&](int r) {
     try {
-      threads.emplace_back([&, r] {
-        {
-          std::unique_lock lk(gate_mu);
-          gate_cv.wait(lk, [&] { return gate != 0; });
-          if (gate < 0) return;
+      const int device = devices[std::size_t(r)];
+      check(cudaSetDevice(device), "cudaSetDevice", "(", device, ")");
+      ncclComm_t raw = nullptr;
+      detail::check_nccl(ncclCommInitRank(&raw, m, id, r), "ncclCommInitRank", " (worker ", r, " of ", m,
+                         ", device ", device, ")");
+      Nccl comm(raw, r, m, device, std::make_unique<detail::LocalLink>(hub, r), options.nccl);
+      // While this worker waits for its stream, a peer's failure makes it abort its NCCL
+      // work and give up, instead of waiting forever for messages that will not come.
+      struct Hook final : detail::WaitHook {
+        detail::LocalHub* hub;
+        Nccl* comm;
+        int rank;
+        bool peer_failed() const override { return hub->aborted(); }
+        [[noreturn]] void give_up() override {
+          comm->abort();
+          throw comm_error(slowmo::detail::concat("slowmo::cuda: worker ", rank,
+                                                  " stopped waiting for its stream: another worker failed"));
         }
-        try {
-          const int device = devices[std::size_t(r)];
-          check(cudaSetDevice(device), "cudaSetDevice", "(", device, ")");
-          ncclComm_t raw = nullptr;
-          detail::check_nccl(ncclCommInitRank(&raw, m, id, r), "ncclCommInitRank", " (worker ", r, " of ", m,
-                             ", device ", device, ")");
-          Nccl comm(raw, r, m, device, std::make_unique<detail::LocalLink>(hub, r), options.nccl);
-          // While this worker waits for its stream, a peer's failure makes it abort its NCCL
-          // work and give up, instead of waiting forever for messages that will not come.
-          struct Hook final : detail::WaitHook {
-            detail::LocalHub* hub;
-            Nccl* comm;
-            int rank;
-            bool peer_failed() const override { return hub->aborted(); }
-            [[noreturn]] void give_up() override {
-              comm->abort();
-              throw comm_error(slowmo::detail::concat("slowmo::cuda: worker ", rank,
-                                                      " stopped waiting for its stream: another worker failed"));
-            }
-          } hook;
-          hook.hub = hub.get();
-          hook.comm = &comm;
-          hook.rank = r;
-          detail::WaitHook* previous = std::exchange(detail::wait_hook(), &hook);
-          try {
-            fn(comm);
-            synchronize(current_stream());  // a fault in this worker's kernels is this worker's failure
-          } catch (...) {
-            detail::wait_hook() = previous;
-            comm.abort();
-            throw;
-          }
-          detail::wait_hook() = previous;
-          if (hub->aborted()) comm.abort();  // a peer failed: do not wait for it in ncclCommDestroy
-        } catch (...) {
-          failures[std::size_t(r)] = std::current_exception();
-          hub->abort(r, detail::describe(failures[std::size_t(r)]));  // releases the others' host waits
-        }
-      });
-    } catch (...) {
-      // Destroying a joinable std::thread would call std::terminate: release the started
-      // threads (none has touched CUDA or NCCL), join them, and say what was refused, as
-      // sim::run and threads::run do (comm_error, the system's exception nested).
-      set_gate(-1);
-      for (auto& t : threads) t.join();
-      std::string why;
+      } hook;
+      hook.hub = hub.get();
+      hook.comm = &comm;
+      hook.rank = r;
+      detail::WaitHook* previous = std::exchange(detail::wait_hook(), &hook);
       try {
-        throw;
-      } catch (const std::system_error& e) {
-        why = e.code().message();
-      } catch (const std::exception& e) {
-        why = e.what();
+        fn(comm);
+        synchronize(current_stream());  // a fault in this worker's kernels is this worker's failure
       } catch (...) {
-        why = "unknown exception";
+        detail::wait_hook() = previous;
+        comm.abort();
+        throw;
       }
-      std::throw_with_nested(comm_error(slowmo::detail::concat(
-          "slowmo::cuda::run_local: asked for ", m, " workers; the system refused to start thread ", r, " (", why,
-          "): raise the per-user process limit (ulimit -u) or use fewer devices (the ", r,
-          " threads already started were released)")));
+      detail::wait_hook() = previous;
+      if (hub->aborted()) comm.abort();  // a peer failed: do not wait for it in ncclCommDestroy
+    } catch (...) {
+      failures[std::size_t(r)] = std::current_exception();
+      hub->abort(r, detail::describe(failures[std::size_t(r)]));  // releases the others' host waits
     }
-  }
-  set_gate(1);
-  for (auto& t : threads) t.join();
+  });
   // The worker that failed first caused the others' failures (they stopped waiting for it).
   const int first = hub->first_failure();
   if (first < 0) return;
