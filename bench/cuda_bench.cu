@@ -179,10 +179,10 @@ void register_all() {
                                      target));
   setup(benchmark::RegisterBenchmark(("adam_amsgrad" + s).c_str(), BM_Step<cuda::Adam<float>>, "adam_amsgrad",
                                      cuda::Adam<float>({.amsgrad = true}), 9, 0.0));
-  // SlowMo's outer update: x (the average), x0, u read and written
-  const rules::SlowMoOuter<float> outer{.gamma = 0.1f, .divide = true, .beta = 0.5f, .lr = 0.1f, .nesterov = false};
-  setup(benchmark::RegisterBenchmark(("slowmo_outer" + s).c_str(), BM_Rule<rules::SlowMoOuter<float>, 3>, "slowmo_outer", outer, 6,
-                                     target));
+  // The outer loop's rule (SlowMo's heavy ball): xd (the shared pseudo-gradient), x0, u read and written
+  const rules::HeavyBallOuter<float> outer{.beta = 0.5f, .lr = 0.1f, .nesterov = false};
+  setup(benchmark::RegisterBenchmark(("heavy_ball_outer" + s).c_str(), BM_Rule<rules::HeavyBallOuter<float>, 3>,
+                                     "heavy_ball_outer", outer, 6, target));
   // Lookahead's sync: slow and fast read and written
   setup(benchmark::RegisterBenchmark(("lookahead_sync" + s).c_str(), BM_Rule<rules::LookaheadSync<float>, 2>, "lookahead_sync",
                                      rules::LookaheadSync<float>{0.5f}, 4, 0.0));

@@ -18,6 +18,7 @@
 #include <string>
 
 #include <slowmo/distributed/rules.hpp>
+#include <slowmo/outer/rules.hpp>
 #include <slowmo/slowmo.hpp>
 
 namespace {
@@ -176,9 +177,15 @@ void register_all(const std::string& tn) {
   reg("adam_three_expressions", BM_AdamThreeExpressions<T>);
   reg("lookahead_sync", BM_Rule<T, rules::LookaheadSync<T>, 0, 1>, rules::LookaheadSync<T>{T(0.5)}, 4,
       std::make_index_sequence<2>{});  // slow fast | slow fast
-  reg("slowmo_outer", BM_Rule<T, rules::SlowMoOuter<T>, 0, 1, 2>,
-      rules::SlowMoOuter<T>{.gamma = T(0.1), .divide = true, .beta = T(0.5), .lr = T(0.1), .nesterov = false}, 6,
-      std::make_index_sequence<3>{});  // x x0 u | x x0 u
+  // The outer step: the pseudo-gradient in x, then (after the reduce) the rule.
+  reg("pseudo_gradient", BM_Rule<T, rules::PseudoGradient<T>, 0, 1>, rules::PseudoGradient<T>{T(0.1), true}, 3,
+      std::make_index_sequence<2>{});  // x x0 | x
+  reg("heavy_ball_outer", BM_Rule<T, rules::HeavyBallOuter<T>, 0, 1, 2>,
+      rules::HeavyBallOuter<T>{.beta = T(0.5), .lr = T(0.1), .nesterov = false}, 6,
+      std::make_index_sequence<3>{});  // xd x0 u | xd x0 u
+  reg("fed_adam_outer", BM_Rule<T, rules::AdaptiveOuter<T>, 0, 1, 2, 3>,
+      rules::AdaptiveOuter<T>{rules::SecondMoment::adam, T(0.9), T(0.1), T(0.99), T(0.01), T(0.1), T(1e-3)}, 8,
+      std::make_index_sequence<4>{});  // xd x0 m v | xd x0 m v
   reg("sgp_share", BM_Rule<T, rules::PushSumShare<T>, 0, 1>, rules::PushSumShare<T>{T(0.5)}, 2,
       std::make_index_sequence<2>{});  // num | share
   reg("sgp_combine", BM_Rule<T, rules::PushSumCombine<T>, 0, 1, 2, 3>, rules::PushSumCombine<T>{T(1)}, 4,

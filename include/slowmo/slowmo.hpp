@@ -1,5 +1,5 @@
 // slowmo/slowmo.hpp — everything that needs nothing beyond Eigen (and std::thread):
-// optimizers, schedules, and the in-process communicators (simulator and threads). The
+// optimizers, outer rules, reduce policies, schedules, and the in-process communicators (simulator and threads). The
 // MPI backend is in slowmo/mpi.hpp.
 #pragma once
 
@@ -18,10 +18,15 @@
 #include "slowmo/core/vector.hpp"
 #include "slowmo/distributed/gradient_all_reduce.hpp"
 #include "slowmo/distributed/local_sgd.hpp"
+#include "slowmo/distributed/outer_loop.hpp"
 #include "slowmo/distributed/presets.hpp"
+#include "slowmo/distributed/reduce.hpp"
 #include "slowmo/distributed/sgp.hpp"
 #include "slowmo/distributed/slowmo.hpp"
 #include "slowmo/distributed/topology.hpp"
 #include "slowmo/optim/adam.hpp"
 #include "slowmo/optim/lookahead.hpp"
 #include "slowmo/optim/sgd.hpp"
+#include "slowmo/outer/adaptive.hpp"
+#include "slowmo/outer/heavy_ball.hpp"
+#include "slowmo/outer/rule.hpp"

@@ -1,11 +1,14 @@
 // The communicator conformance suite, written once against the Communicator concept and
-// run on every backend (simulator, threads, MPI). Each check runs inside one worker and
+// run on every backend (simulator, threads, single worker, MPI, NCCL); the all-gathers
+// run where the backend is a GatherCommunicator (every test file asserts it is). Each check runs inside one worker and
 // throws conformance::failure on a wrong value, naming the worker, the check and the
 // index, so that the same code reports through doctest in-process and through the exit
 // code under mpiexec.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <numeric>
 #include <span>
@@ -173,6 +176,147 @@ void rank_and_size(C& comm) {
   expect(v[0] == m && v[1] == m * (m - 1) / 2.0, "worker ", r, ": ranks are not 0..m-1 exactly once");
 }
 
+/// The comm_error f throws, or "" when it throws none.
+template <class F>
+std::string comm_error_of(F&& f) {
+  try {
+    f();
+  } catch (const slowmo::comm_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+/// What worker r puts at index j of its block: small integers, exact in every element type
+/// (uint8 included: below 251), different from worker to worker at every j, never 255.
+template <class T>
+T gathered_value(int r, std::size_t j) {
+  return T((10 * std::size_t(r) + j) % 251);
+}
+/// What recv holds where nobody wrote.
+template <class T>
+constexpr T untouched = T(255);
+
+template <class T>
+void expect_block(std::span<const T> recv, std::size_t at, int q, std::size_t n, int r, const char* what) {
+  for (std::size_t j = 0; j < n; ++j)
+    expect(recv[at + j] == gathered_value<T>(q, j), "worker ", r, ": ", what, ": block of worker ", q, " index ", j,
+           ": ", double(recv[at + j]), " != ", double(gathered_value<T>(q, j)));
+}
+
+/// all_gather: rank r sends n values (10 r + j) % 251; recv holds every block in rank
+/// order; in place (send is the worker's own block of recv) too.
+template <class T, slowmo::GatherCommunicator C>
+void all_gather(C& comm) {
+  const int m = comm.size(), r = comm.rank();
+  for (std::size_t n : {std::size_t(0), std::size_t(1), std::size_t(7), std::size_t(1001)}) {
+    std::vector<T> send(n), recv(std::size_t(m) * n, untouched<T>);
+    for (std::size_t j = 0; j < n; ++j) send[j] = gathered_value<T>(r, j);
+    comm.all_gather(std::span<const T>(send), std::span<T>(recv));
+    for (int q = 0; q < m; ++q) expect_block<T>(recv, std::size_t(q) * n, q, n, r, "all_gather");
+
+    std::fill(recv.begin(), recv.end(), untouched<T>);
+    std::copy(send.begin(), send.end(), recv.begin() + std::ptrdiff_t(std::size_t(r) * n));
+    comm.all_gather(std::span<const T>(recv.data() + std::size_t(r) * n, n), std::span<T>(recv));
+    for (int q = 0; q < m; ++q) expect_block<T>(recv, std::size_t(q) * n, q, n, r, "all_gather in place");
+  }
+}
+
+/// all_gather_v: worker r sends scale * (r % 3) * (r + 1) values, so worker 0 (and every
+/// third) sends none; recv has 3 spare values at the end, which stay untouched; counts
+/// starts out wrong.
+template <class T, slowmo::GatherCommunicator C>
+void all_gather_v(C& comm) {
+  const int m = comm.size(), r = comm.rank();
+  auto count = [](int q, std::size_t scale) { return scale * std::size_t(q % 3) * std::size_t(q + 1); };
+  for (std::size_t scale : {std::size_t(0), std::size_t(1), std::size_t(97)}) {
+    std::size_t total = 0;
+    for (int q = 0; q < m; ++q) total += count(q, scale);
+    std::vector<T> send(count(r, scale)), recv(total + 3, untouched<T>);
+    for (std::size_t j = 0; j < send.size(); ++j) send[j] = gathered_value<T>(r, j);
+    std::vector<std::size_t> counts(std::size_t(m), 12345);
+    const std::size_t got = comm.all_gather_v(std::span<const T>(send), std::span<T>(recv), std::span(counts));
+    expect(got == total, "worker ", r, ": all_gather_v (scale ", scale, ") returned ", got, ", not the total ", total);
+    std::size_t at = 0;
+    for (int q = 0; q < m; ++q) {
+      expect(counts[std::size_t(q)] == count(q, scale), "worker ", r, ": all_gather_v (scale ", scale, ") counts[",
+             q, "] = ", counts[std::size_t(q)], ", not ", count(q, scale));
+      expect_block<T>(recv, at, q, count(q, scale), r, "all_gather_v");
+      at += count(q, scale);
+    }
+    for (std::size_t i = total; i < recv.size(); ++i)
+      expect(recv[i] == untouched<T>, "worker ", r, ": all_gather_v wrote past the total, at ", i);
+  }
+  // In place: worker r's block already sits at its offset in recv.
+  std::size_t offset = 0, total = 0;
+  for (int q = 0; q < m; ++q) total += count(q, 5), offset += q < r ? count(q, 5) : 0;
+  std::vector<T> recv(total, untouched<T>);
+  for (std::size_t j = 0; j < count(r, 5); ++j) recv[offset + j] = gathered_value<T>(r, j);
+  std::vector<std::size_t> counts(static_cast<std::size_t>(m));
+  comm.all_gather_v(std::span<const T>(recv.data() + offset, count(r, 5)), std::span<T>(recv), std::span(counts));
+  for (int q = 0, at = 0; q < m; at += int(count(q, 5)), ++q)
+    expect_block<T>(recv, std::size_t(at), q, count(q, 5), r, "all_gather_v in place");
+}
+
+/// Sizes that do not fit throw comm_error on every worker, naming the culprit and the
+/// sizes, and leave the communicator usable: the backends judge them from everyone's.
+template <class T, slowmo::GatherCommunicator C>
+void gather_errors(C& comm) {
+  const int m = comm.size(), r = comm.rank(), last = m - 1;
+  auto names = [&](const std::string& e, const std::string& what) {
+    return e.find(what) != std::string::npos;
+  };
+  std::vector<T> send(4, T(1)), recv(std::size_t(m) * 4);
+  std::vector<std::size_t> counts(static_cast<std::size_t>(m));
+  std::string e;
+  if (m > 1) {  // the last worker sends 5 where the others send 4
+    std::vector<T> longer(5, T(1)), recv5(std::size_t(m) * 5);
+    e = comm_error_of([&] {
+      if (r == last) comm.all_gather(std::span<const T>(longer), std::span<T>(recv5));
+      else comm.all_gather(std::span<const T>(send), std::span<T>(recv));
+    });
+    expect(names(e, "all_gather: the ") && names(e, slowmo::detail::concat(" 0: 4")) &&
+               names(e, slowmo::detail::concat(" ", last, ": 5")) && names(e, "all_gather_v takes"),
+           "worker ", r, ": all_gather with different send sizes gave '", e, "'");
+  }
+  // Worker 0's recv is one value short.
+  std::vector<T> short_recv(std::size_t(m) * 4 - 1);
+  e = comm_error_of([&] {
+    comm.all_gather(std::span<const T>(send), r == 0 ? std::span<T>(short_recv) : std::span<T>(recv));
+  });
+  expect(names(e, slowmo::detail::concat("recv must hold size() * send.size() = ", m * 4)) &&
+             names(e, slowmo::detail::concat(" 0: ", m * 4 - 1)),
+         "worker ", r, ": all_gather with a short recv on worker 0 gave '", e, "'");
+  // all_gather_v: every worker sends 4; the last worker's recv holds one less than the total.
+  e = comm_error_of([&] {
+    comm.all_gather_v(std::span<const T>(send), r == last ? std::span<T>(short_recv) : std::span<T>(recv),
+                      std::span(counts));
+  });
+  expect(names(e, slowmo::detail::concat("send ", m * 4, " ")) &&
+             names(e, slowmo::detail::concat(" ", last, ": ", m * 4 - 1)) && names(e, "must hold the total"),
+         "worker ", r, ": all_gather_v with a short recv gave '", e, "'");
+  // Worker 0's counts has one entry too many.
+  std::vector<std::size_t> long_counts(std::size_t(m) + 1);
+  e = comm_error_of([&] {
+    comm.all_gather_v(std::span<const T>(send), std::span<T>(recv),
+                      r == 0 ? std::span(long_counts) : std::span(counts));
+  });
+  expect(names(e, slowmo::detail::concat("counts must have one entry per ")) &&
+             names(e, slowmo::detail::concat(" 0: ", m + 1)),
+         "worker ", r, ": all_gather_v with a long counts gave '", e, "'");
+  // Still in step.
+  for (std::size_t j = 0; j < send.size(); ++j) send[j] = gathered_value<T>(r, j);
+  comm.all_gather(std::span<const T>(send), std::span<T>(recv));
+  for (int q = 0; q < m; ++q) expect_block<T>(recv, std::size_t(q) * 4, q, 4, r, "all_gather after errors");
+}
+
+template <class T, slowmo::GatherCommunicator C>
+void gathers(C& comm) {
+  all_gather<T>(comm);
+  all_gather_v<T>(comm);
+  gather_errors<T>(comm);
+}
+
 /// The whole suite.
 template <slowmo::Communicator C>
 void all(C& comm) {
@@ -185,6 +329,12 @@ void all(C& comm) {
   exchange<double>(comm);
   clock(comm);
   barrier(comm);
+  if constexpr (slowmo::GatherCommunicator<C>) {
+    gathers<float>(comm);
+    gathers<double>(comm);
+    gathers<std::int32_t>(comm);
+    gathers<std::uint8_t>(comm);
+  }
 }
 
 /// The fixed SPMD program for cross-backend comparisons: local steps of gradient descent

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <slowmo/comm/simulator.hpp>
+#include <slowmo/comm/single_worker.hpp>
 #include <slowmo/comm/threads.hpp>
 
 #include "comm/conformance.hpp"
@@ -10,6 +11,9 @@
 static_assert(slowmo::Communicator<slowmo::sim::Comm>);
 static_assert(slowmo::Communicator<slowmo::threads::Comm>);
 static_assert(slowmo::check_communicator<slowmo::sim::Comm>());
+static_assert(slowmo::check_gather_communicator<slowmo::sim::Comm>());
+static_assert(slowmo::check_gather_communicator<slowmo::threads::Comm>());
+static_assert(slowmo::check_gather_communicator<slowmo::SingleWorker>());
 
 TEST_CASE("conformance: simulator") {
   for (int m : {1, 2, 3, 4, 5, 6, 8, 16}) {
@@ -22,6 +26,45 @@ TEST_CASE("conformance: threads") {
   for (int m : {1, 2, 3, 4, 5, 8}) {
     CAPTURE(m);
     CHECK_NOTHROW(slowmo::threads::run({.workers = m}, [](slowmo::threads::Comm& c) { conformance::all(c); }));
+  }
+}
+
+TEST_CASE("conformance: single worker") {
+  slowmo::SingleWorker solo;
+  CHECK_NOTHROW(conformance::all(solo));
+}
+
+TEST_CASE("all-gathers: the simulator and threads give the same bytes; mixed sizes in one run") {
+  // Top-k style payload: int32 indices and float values of a per-worker length, gathered
+  // twice per round, with an all-reduce between, as a compressed reduce policy would.
+  for (int m : {2, 3, 5}) {
+    CAPTURE(m);
+    auto program = [m](auto& c, std::vector<float>& out) {
+      const int r = c.rank();
+      for (int round = 0; round < 4; ++round) {
+        const std::size_t k = std::size_t((r + round) % 3 + 1);
+        std::vector<std::int32_t> idx(k), all_idx(3 * std::size_t(m));
+        std::vector<float> val(k), all_val(3 * std::size_t(m));
+        for (std::size_t j = 0; j < k; ++j) {
+          idx[j] = std::int32_t(10 * r + int(j));
+          val[j] = float(r) + 0.25f * float(j);
+        }
+        std::vector<std::size_t> ci(static_cast<std::size_t>(m)), cv(static_cast<std::size_t>(m));
+        const std::size_t ni = c.all_gather_v(std::span<const std::int32_t>(idx), std::span<std::int32_t>(all_idx),
+                                              std::span(ci));
+        std::vector<float> sum(1, float(ni));
+        c.all_reduce(std::span<float>(sum), slowmo::ReduceOp::sum);
+        const std::size_t nv = c.all_gather_v(std::span<const float>(val), std::span<float>(all_val), std::span(cv));
+        conformance::expect(ni == nv && ci == cv && sum[0] == float(std::size_t(m) * ni), "worker ", r, " round ",
+                            round, ": index and value gathers disagree");
+        for (std::size_t i = 0; i < nv; ++i) out.push_back(all_val[i] + float(all_idx[i]));
+      }
+    };
+    std::vector<std::vector<float>> sim(static_cast<std::size_t>(m)), thr(static_cast<std::size_t>(m));
+    slowmo::sim::run({.workers = m}, [&](slowmo::sim::Comm& c) { program(c, sim[std::size_t(c.rank())]); });
+    slowmo::threads::run({.workers = m}, [&](slowmo::threads::Comm& c) { program(c, thr[std::size_t(c.rank())]); });
+    CHECK(sim == thr);
+    CHECK(sim.front() == sim.back());  // every worker gathered the same
   }
 }
 
@@ -66,3 +109,22 @@ struct Complete : MissingBarrier {
 static_assert(!slowmo::Communicator<MissingBarrier>);
 static_assert(slowmo::Communicator<Complete>);
 static_assert(!slowmo::Communicator<int>);
+namespace {
+struct GathersFloatOnly : Complete {
+  void all_gather(std::span<const float>, std::span<float>) {}
+  std::size_t all_gather_v(std::span<const float>, std::span<float>, std::span<std::size_t>) { return 0; }
+};
+struct Gathers : Complete {
+  template <class T>
+  void all_gather(std::span<const T>, std::span<T>) {}
+  template <class T>
+  std::size_t all_gather_v(std::span<const T>, std::span<T>, std::span<std::size_t>) {
+    return 0;
+  }
+};
+}  // namespace
+// A refinement: the base concept does not ask for gathers; the refinement asks for all four types.
+static_assert(!slowmo::GatherCommunicator<Complete>);
+static_assert(!slowmo::GatherCommunicator<GathersFloatOnly>);
+static_assert(slowmo::GatherCommunicator<Gathers> && slowmo::check_gather_communicator<Gathers>());
+static_assert(!slowmo::GatherCommunicator<MissingBarrier>);

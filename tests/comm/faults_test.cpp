@@ -77,6 +77,38 @@ TEST_CASE_TEMPLATE_DEFINE("faults", Backend, faults_test) {
     CHECK(e.find("barrier") != std::string::npos);
     CHECK(e.find("all_reduce(mean)") != std::string::npos);
   }
+  SUBCASE("all_gather against all_reduce, and int32 against float: every worker, naming both") {
+    std::atomic<int> saw_error{0};
+    std::string e = run_error([&] {
+      run(3, [&](auto& c) {
+        std::vector<float> x(3), all(9);
+        try {
+          if (c.rank() == 1) c.all_reduce(std::span<float>(x), slowmo::ReduceOp::sum);
+          else c.all_gather(std::span<const float>(x), std::span<float>(all));
+        } catch (const slowmo::comm_error& err) {
+          if (std::string(err.what()).find("mismatched collective") != std::string::npos) ++saw_error;
+          throw;
+        }
+      });
+    });
+    CHECK(saw_error == 3);
+    CHECK(e.find("all_reduce(sum) of 3 float") != std::string::npos);
+    CHECK(e.find("all_gather of 3 float") != std::string::npos);
+    e = run_error([&] {
+      run(2, [](auto& c) {
+        std::vector<std::size_t> counts(2);
+        if (c.rank() == 0) {
+          std::vector<float> x(3), all(6);
+          c.all_gather_v(std::span<const float>(x), std::span<float>(all), std::span(counts));
+        } else {
+          std::vector<std::int32_t> x(3), all(6);
+          c.all_gather_v(std::span<const std::int32_t>(x), std::span<std::int32_t>(all), std::span(counts));
+        }
+      });
+    });
+    CHECK(e.find("all_gather_v of 3 float") != std::string::npos);
+    CHECK(e.find("all_gather_v of 3 int32") != std::string::npos);
+  }
   SUBCASE("peers out of range, and a worker exchanging with itself") {
     std::string e = run_error([&] {
       run(3, [](auto& c) {

@@ -29,6 +29,70 @@ TEST_CASE("virtual time: an all-reduce completes at the latest arrival plus the 
   CHECK(report.makespan() == doctest::Approx(expected).epsilon(1e-12));
 }
 
+TEST_CASE("virtual time: an all-gather completes at the latest arrival plus the ring all-gather cost") {
+  const double L = 1e-4, B = 1e8;  // 100 us, 100 MB/s
+  const int m = 4;
+  const std::size_t n = 1000;      // 4000 bytes of float per worker, 16000 in all
+  std::vector<double> done(m);
+  auto report = slowmo::sim::run({.workers = m, .network = {.latency = L, .bandwidth = B}}, [&](Comm& c) {
+    c.advance(0.01 * c.rank());  // arrivals at 0, 10, 20, 30 ms
+    std::vector<float> x(n, float(c.rank())), all(m * n);
+    c.all_gather(std::span<const float>(x), std::span<float>(all));
+    done[std::size_t(c.rank())] = c.now();
+  });
+  // (m-1) L + (m-1)/m * total / B = 3e-4 + 0.75 * 16000 / 1e8 = 3e-4 + 1.2e-4
+  const double expected = 0.03 + 3e-4 + 1.2e-4;
+  for (double t : done) CHECK(t == doctest::Approx(expected).epsilon(1e-12));
+  for (const auto& w : report.workers) {
+    CHECK(w.bytes_sent == 3 * 4000);  // a ring: the m-1 blocks other than its successor's
+    CHECK(w.messages_sent == 3);
+  }
+}
+
+TEST_CASE("virtual time: all_gather_v charges the bytes actually sent") {
+  const double L = 1e-3, B = 1e6;
+  const std::size_t count[] = {10, 0, 30, 20};  // doubles: 80, 0, 240, 160 bytes; 480 in all
+  auto report = slowmo::sim::run({.workers = 4, .network = {.latency = L, .bandwidth = B}}, [&](Comm& c) {
+    std::vector<double> x(count[c.rank()], 1.0), all(60);
+    std::vector<std::size_t> counts(4);
+    CHECK(c.all_gather_v(std::span<const double>(x), std::span<double>(all), std::span(counts)) == 60);
+    CHECK(c.now() == doctest::Approx(3 * L + 0.75 * 480 / B));  // 3e-3 + 3.6e-4
+  });
+  // Worker q forwards every block but its successor's: 480 - 0, 480 - 240, 480 - 160, 480 - 80.
+  CHECK(report.workers[0].bytes_sent == 480);
+  CHECK(report.workers[1].bytes_sent == 240);
+  CHECK(report.workers[2].bytes_sent == 320);
+  CHECK(report.workers[3].bytes_sent == 400);
+  CHECK(report.total_bytes_sent() == 3 * 480);  // (m-1) times the total, over the m links
+}
+
+TEST_CASE("virtual time: a sparse all_gather_v with 1% of a dense all-reduce's traffic costs 1% of its bandwidth") {
+  // 8 workers, 1e5 floats: the ring all-reduce sends 2 * 7/8 * 400000 = 700000 bytes per
+  // worker. A top-k style gather of k_r = 180 + 20 r floats (2000 in all, 8000 bytes) sends
+  // 7/8 * 8000 = 7000 per worker on average: 1%. So is its bandwidth term:
+  // (7/8 * 8000 / B) / (2 * 7/8 * 400000 / B) = 0.01.
+  const double L = 50e-6, B = 1.25e9;
+  const int m = 8;
+  const std::size_t d = 100000;
+  double dense = 0, sparse = 0;
+  auto report = slowmo::sim::run({.workers = m, .network = {.latency = L, .bandwidth = B}}, [&](Comm& c) {
+    std::vector<float> x(d, 1.0f), values(180 + 20 * std::size_t(c.rank()), 1.0f), all(2000);
+    std::vector<std::size_t> counts(m);
+    const double t0 = c.now();
+    c.all_reduce(std::span<float>(x), slowmo::ReduceOp::mean);
+    const double t1 = c.now();
+    const std::uint64_t dense_bytes = c.bytes_sent();
+    CHECK(c.all_gather_v(std::span<const float>(values), std::span<float>(all), std::span(counts)) == 2000);
+    const double t2 = c.now();
+    if (c.rank() == 0) dense = (t1 - t0) - 2 * (m - 1) * L, sparse = (t2 - t1) - (m - 1) * L;  // bandwidth terms
+    CHECK(dense_bytes == 700000);
+  });
+  CHECK(dense == doctest::Approx(2.0 * 7 / 8 * 400000 / B));
+  CHECK(sparse / dense == doctest::Approx(0.01));
+  const std::uint64_t total = report.total_bytes_sent();
+  CHECK(double(total - m * 700000) / double(m * 700000) == doctest::Approx(0.01));  // the gather's share
+}
+
 TEST_CASE("virtual time: a message arrives latency + bytes/bandwidth after it was sent") {
   const double L = 2e-3, B = 1e6;
   auto report = slowmo::sim::run({.workers = 2, .network = {.latency = L, .bandwidth = B}}, [&](Comm& c) {

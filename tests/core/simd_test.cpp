@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <slowmo/distributed/rules.hpp>
+#include <slowmo/outer/rules.hpp>
 #include <slowmo/slowmo.hpp>
 
 namespace {
@@ -138,10 +139,14 @@ TEST_CASE_TEMPLATE("synchronisation rules: the SIMD body equals the scalar path,
   using namespace slowmo::rules;
   check_rule<T>(LookaheadSync<T>{T(0.3)}, "lookahead alpha < 1/2", std::make_index_sequence<2>{});
   check_rule<T>(LookaheadSync<T>{T(0.8)}, "lookahead alpha > 1/2", std::make_index_sequence<2>{});
+  for (bool divide : {false, true})
+    check_rule<T>(PseudoGradient<T>{T(0.05), divide}, "pseudo-gradient", std::make_index_sequence<2>{});
   for (bool nesterov : {false, true})
-    for (bool divide : {false, true})
-      check_rule<T>(SlowMoOuter<T>{.gamma = T(0.05), .divide = divide, .beta = T(0.7), .lr = T(0.3), .nesterov = nesterov},
-                    "slowmo outer", std::make_index_sequence<3>{});
+    check_rule<T>(HeavyBallOuter<T>{.beta = T(0.7), .lr = T(0.3), .nesterov = nesterov}, "heavy-ball outer",
+                  std::make_index_sequence<3>{});
+  for (SecondMoment kind : {SecondMoment::adam, SecondMoment::yogi, SecondMoment::adagrad})
+    check_rule<T>(AdaptiveOuter<T>{kind, T(0.9), T(0.1), T(0.99), T(0.01), T(0.1), T(1e-3)}, "adaptive outer",
+                  std::make_index_sequence<4>{});
   check_rule<T>(PushSumShare<T>{T(1.0 / 3)}, "push-sum share", std::make_index_sequence<2>{});
   check_rule<T>(PushSumCombine<T>{T(0.7)}, "push-sum combine", std::make_index_sequence<4>{});
   check_rule<T>(AddTo{}, "push-sum add", std::make_index_sequence<2>{});

@@ -44,6 +44,7 @@ using cuda::DeviceVector;
 using Const = schedule::Constant;
 
 static_assert(check_communicator<cuda::Nccl>());
+static_assert(check_gather_communicator<cuda::Nccl>());
 static_assert(Optimizer<SlowMo<cuda::Adam<float>, cuda::Nccl>> && Optimizer<SlowMo<cuda::Sgd<double>, cuda::Nccl>>);
 static_assert(Optimizer<LocalSgd<cuda::Nesterov<float>, cuda::Nccl>>);
 static_assert(Optimizer<GradientAllReduce<cuda::AdamW<double>, cuda::Nccl>>);
@@ -56,6 +57,29 @@ static_assert(std::same_as<SlowMo<cuda::Adam<float>, cuda::Nccl>::vector_type, D
 static_assert(Optimizer<SlowMo<Adam<float>, cuda::Nccl>>);
 
 namespace {
+
+/// Device memory of any element type (DeviceVector holds float and double only), for the
+/// gathers' int32 and uint8: a copy of `host`, copied back by back().
+template <class T>
+struct DeviceCopy {
+  T* p = nullptr;
+  std::size_t n = 0;
+  explicit DeviceCopy(std::span<const T> host) : n(host.size()) {
+    if (n == 0) return;
+    cuda::check(cudaMalloc(reinterpret_cast<void**>(&p), n * sizeof(T)), "cudaMalloc");
+    cuda::check(cudaMemcpy(p, host.data(), n * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
+  DeviceCopy(const DeviceCopy&) = delete;
+  DeviceCopy& operator=(const DeviceCopy&) = delete;
+  ~DeviceCopy() {
+    if (p) (void)cudaFree(p);
+  }
+  std::span<T> span() const { return {p, n}; }
+  void back(std::span<T> host) const {
+    cuda::synchronize(cuda::current_stream());
+    if (n) cuda::check(cudaMemcpy(host.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  }
+};
 
 /// The conformance suite works on host vectors; this adaptor gives it the NCCL
 /// communicator's device path: every buffer is copied to device memory, the call gets
@@ -97,8 +121,24 @@ struct DeviceMirror {
     back(d_in, in);
     return w;
   }
+  // recv goes to the device with what it holds, so that what the gather must not touch
+  // (all_gather_v past the total) comes back as it was.
+  template <class T>
+  void all_gather(std::span<const T> send, std::span<T> recv) {
+    const DeviceCopy<T> d_send{send}, d_recv{std::span<const T>(recv)};
+    comm.all_gather(std::span<const T>(d_send.span()), d_recv.span());
+    d_recv.back(recv);
+  }
+  template <class T>
+  std::size_t all_gather_v(std::span<const T> send, std::span<T> recv, std::span<std::size_t> counts) {
+    const DeviceCopy<T> d_send{send}, d_recv{std::span<const T>(recv)};
+    const std::size_t total = comm.all_gather_v(std::span<const T>(d_send.span()), d_recv.span(), counts);
+    d_recv.back(recv);
+    return total;
+  }
 };
 static_assert(check_communicator<DeviceMirror>());
+static_assert(check_gather_communicator<DeviceMirror>());
 
 std::vector<int> first_devices(int m) {
   std::vector<int> d(static_cast<std::size_t>(m));
@@ -392,6 +432,36 @@ TEST_SUITE("multi_gpu") {
       CHECK(nested_message(e).find("the count over [3, 4]") != std::string::npos);
     }
     CHECK(threw == m);
+  }
+
+  TEST_CASE("all-gathers whose sizes or kinds disagree throw comm_error on every worker") {
+    const int m = cuda::device_count();
+    std::vector<std::string> errors(static_cast<std::size_t>(m));
+    try {
+      cuda::run_local({}, [&](cuda::Nccl& comm) {
+        const int r = comm.rank();
+        DeviceVector<float> send = DeviceVector<float>::Zero(r == m - 1 ? 5 : 4), all(4 * m);
+        try {
+          comm.all_gather(cuda::as_span(std::as_const(send)), cuda::as_span(all));
+        } catch (const comm_error& e) {
+          errors[std::size_t(r)] = e.what();
+        }
+        // all_gather_v against all_reduce: the validated mode's agreement.
+        std::vector<std::size_t> counts(static_cast<std::size_t>(m));
+        if (r == 0) comm.all_gather_v(cuda::as_span(std::as_const(send)), cuda::as_span(all), std::span(counts));
+        else comm.all_reduce(cuda::as_span(send), ReduceOp::sum);
+      });
+      FAIL("no exception");
+    } catch (const worker_error& e) {
+      CHECK(nested_message(e).find("mismatched collective on worker") != std::string::npos);
+      CHECK(nested_message(e).find("all_gather_v") != std::string::npos);
+    }
+    for (int r = 0; r < m; ++r)
+      CHECK(errors[std::size_t(r)] ==
+            detail::concat("slowmo::cuda::Nccl: all_gather: the workers send different numbers of float values ",
+                           "(worker 0: 4, worker ", m - 1,
+                           ": 5); all_gather needs the same number from every worker (all_gather_v takes a different "
+                           "number from each)"));
   }
 
   TEST_CASE("an exchange whose sizes disagree throws on both workers of the pair") {

@@ -22,23 +22,7 @@ double eps() {
   return std::numeric_limits<T>::epsilon();
 }
 
-/// Runs `make(comm)`'s optimizer on m simulated workers for `steps` steps on the zoo's
-/// heterogeneous quadratics; returns x of every worker after every step.
-template <class T, class Make>
-std::vector<std::vector<Vector<T>>> trajectories(int m, int steps, Make make, Eigen::Index d = 9) {
-  std::vector<std::vector<Vector<T>>> out(static_cast<std::size_t>(m));
-  slowmo::sim::run({.workers = m}, [&](slowmo::sim::Comm& c) {
-    auto opt = make(c);
-    Vector<T> x = Vector<T>::LinSpaced(d, T(-2), T(2)), g(d);
-    slowmo::start(opt, x);  // every worker starts here already: the broadcast changes nothing
-    for (int t = 0; t < steps; ++t) {
-      zoo::gradient(c.rank(), x, g);
-      opt.step(x, g);
-      out[std::size_t(c.rank())].push_back(x);
-    }
-  });
-  return out;
-}
+using zoo::trajectories;
 
 template <class T>
 double max_abs_diff(const Vector<T>& a, const Vector<T>& b) {

@@ -114,6 +114,44 @@ void validated_errors(slowmo::mpi::Comm& comm) {
   });
   if (r == 1 % m) expect(e.find("expected 4 values from rank 0, which sent 3") != std::string::npos, "rank ", r,
                          ": wrong message size gave '", e, "'");
+  // all_gather against all_reduce, and float against int32 in all_gather_v: every rank
+  // throws (the sizes are judged by the conformance suite's gather_errors).
+  std::vector<double> all(std::size_t(m) * 3);
+  e = comm_error_of([&] {
+    if (r == 0)
+      comm.all_gather(std::span<const double>(y), std::span<double>(all));
+    else
+      comm.all_reduce(std::span<double>(y), slowmo::ReduceOp::sum);
+  });
+  expect(e.find("mismatched collective") != std::string::npos && e.find("all_gather") != std::string::npos &&
+             e.find("all_reduce(sum)") != std::string::npos,
+         "rank ", r, ": all_gather against all_reduce gave '", e, "'");
+  std::vector<float> f(3), fall(std::size_t(m) * 3);
+  std::vector<std::int32_t> i(3), iall(std::size_t(m) * 3);
+  std::vector<std::size_t> counts(static_cast<std::size_t>(m));
+  e = comm_error_of([&] {
+    if (r == m - 1)
+      comm.all_gather_v(std::span<const std::int32_t>(i), std::span<std::int32_t>(iall), std::span(counts));
+    else
+      comm.all_gather_v(std::span<const float>(f), std::span<float>(fall), std::span(counts));
+  });
+  expect(e.find("mismatched collective") != std::string::npos &&
+             e.find(r == m - 1 ? "all_gather_v of int32" : "all_gather_v of float") != std::string::npos,
+         "rank ", r, ": all_gather_v of int32 against float gave '", e, "'");
+  // Unvalidated, all_gather_v still exchanges the sizes (it needs the counts): a short
+  // recv throws on every rank.
+  slowmo::mpi::Comm fast(comm.native(), {.validate = false});
+  e = comm_error_of([&] {
+    std::vector<float> small(r == 0 ? std::size_t(m) * 3 - 1 : std::size_t(m) * 3);
+    fast.all_gather_v(std::span<const float>(f), std::span<float>(small), std::span(counts));
+  });
+  expect(e.find("slowmo::mpi: all_gather_v: the ranks send ") != std::string::npos &&
+             e.find(slowmo::detail::concat("rank 0: ", m * 3 - 1)) != std::string::npos,
+         "rank ", r, ": unvalidated all_gather_v with a short recv gave '", e, "'");
+  for (std::size_t j = 0; j < f.size(); ++j) f[j] = float(10 * r + int(j));
+  fast.all_gather(std::span<const float>(f), std::span<float>(fall));
+  for (int q = 0; q < m; ++q)
+    expect(fall[std::size_t(q) * 3 + 2] == float(10 * q + 2), "rank ", r, ": unvalidated all_gather block ", q);
   // After all that, the communicator still works.
   conformance::rank_and_size(comm);
 }
@@ -121,6 +159,7 @@ void validated_errors(slowmo::mpi::Comm& comm) {
 }  // namespace
 
 static_assert(slowmo::Communicator<slowmo::mpi::Comm>);
+static_assert(slowmo::check_gather_communicator<slowmo::mpi::Comm>());
 
 int main(int argc, char** argv) {
   return slowmo::mpi::run(argc, argv, [](slowmo::mpi::Comm& comm) {

@@ -408,7 +408,8 @@ TEST_CASE("plain hyper-parameters (lr, betas, eps, weight_decay, dampening) may 
   CHECK(load_into(Sgd<double>({.lr = 0.1, .momentum = 0.9}), s) == "(loaded)");
 }
 
-// The combinators' structural options (Lookahead's k; SlowMo's tau, nesterov, divide_by_lr;
+// The combinators' structural options (Lookahead's k; the outer loop's tau, divide_by_lr, its
+// rule's kind and form (rule/rule, rule/nesterov);
 // LocalSgd's H and warmup_steps; Sgp's peers) and their bases' options under "base/".
 TEST_CASE("combinators: structural options (k, tau, H, warmup_steps, peers, base/...) must match") {
   using namespace slowmo;
@@ -421,9 +422,14 @@ TEST_CASE("combinators: structural options (k, tau, H, warmup_steps, peers, base
     SlowMo t(Sgd<float>({.lr = 0.1}), solo, {.tau = 12});
     names(load_into(SlowMo(Sgd<float>({.lr = 0.1}), solo, {.tau = 6}), t), "tau");
     SlowMo n(Sgd<float>({.lr = 0.1}), solo, {.tau = 6, .nesterov = true});
-    names(load_into(SlowMo(Sgd<float>({.lr = 0.1}), solo, {.tau = 6}), n), "nesterov");
+    names(load_into(SlowMo(Sgd<float>({.lr = 0.1}), solo, {.tau = 6}), n), "rule/nesterov");
     SlowMo plain(Sgd<float>({.lr = 0.2}), solo, {.tau = 6, .alpha = 0.5, .beta = 0.7});  // alpha, beta, lr: plain
     CHECK(load_into(SlowMo(Sgd<float>({.lr = 0.1}), solo, {.tau = 6}), plain) == "(loaded)");
+    // FedAdam and FedYogi keep the same buffers (exp_avg, exp_avg_sq) that mean different things.
+    auto fed = [](auto rule) { return outer_loop(Sgd<float>({.lr = 0.1}), solo, {.tau = 6}, rule); };
+    auto adam = fed(outer::FedAdam<float>());
+    names(load_into(fed(outer::FedYogi<float>()), adam), "rule/rule");
+    CHECK(load_into(fed(outer::FedAdam<float>({.lr = 0.5})), adam) == "(loaded)");
   }
   {
     LocalSgd t(Sgd<float>({.lr = 0.1}), solo, {.H = 4});

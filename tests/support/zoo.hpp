@@ -74,6 +74,22 @@ void for_each_composition(F&& f, Config cfg = {}) {
                       .divide_by_lr = false});
   });
   f("diloco_preset", 1, [=](auto& c) { return diloco<T>(c, {.H = 6, .inner_lr = 0.05, .non_finite = nf}); });
+  // the outer loop with the federated server optimizers (Reddi et al. 2021) as rules
+  f("fedavgm", 1, [=](auto& c) {
+    return outer_loop(Sgd<T>({.lr = 0.1, .non_finite = nf}), c, {.tau = 4}, outer::fedavgm<T>({.momentum = 0.8}));
+  });
+  f("fedadam", 1, [=](auto& c) {
+    return outer_loop(Sgd<T>({.lr = 0.1, .momentum = 0.5, .non_finite = nf}), c, {.tau = 6, .base_state = OnSync::reset},
+                      outer::FedAdam<T>({.lr = 0.05}));
+  });
+  f("fedyogi_adam_average", 1, [=](auto& c) {
+    return outer_loop(Adam<T>({.lr = 0.05, .non_finite = nf}), c, {.tau = 3, .base_state = OnSync::average},
+                      outer::FedYogi<T>({.lr = 0.05}));
+  });
+  f("fedadagrad_divided", 1, [=](auto& c) {
+    return outer_loop(Nesterov<T, Cos>({.lr = 0.1, .non_finite = nf}, {.total_steps = 40}), c,
+                      {.tau = 4, .divide_by_lr = true}, outer::FedAdagrad<T>({.lr = 0.05, .momentum = 0.5}));
+  });
   f("slowmo_local_sgd", 1, [=](auto& c) {
     return SlowMo(LocalSgd(Sgd<T>({.lr = 0.1, .non_finite = nf}), c, {.H = 3}), c, {.tau = 6, .beta = 0.5});
   });
@@ -127,6 +143,24 @@ std::vector<T> train(int r, Opt opt, int steps = 24, Eigen::Index d = 13) {
     opt.step(x, g);
   }
   return {x.data(), x.data() + x.size()};
+}
+
+/// Runs `make(comm)`'s optimizer on m simulated workers for `steps` steps on the heterogeneous
+/// quadratics above, every worker from the same point; x of every worker after every step.
+template <class T, class Make>
+std::vector<std::vector<slowmo::Vector<T>>> trajectories(int m, int steps, Make make, Eigen::Index d = 9) {
+  std::vector<std::vector<slowmo::Vector<T>>> out(static_cast<std::size_t>(m));
+  slowmo::sim::run({.workers = m}, [&](slowmo::sim::Comm& c) {
+    auto opt = make(c);
+    slowmo::Vector<T> x = slowmo::Vector<T>::LinSpaced(d, T(-2), T(2)), g(d);
+    slowmo::start(opt, x);  // every worker starts here already: the broadcast changes nothing
+    for (int t = 0; t < steps; ++t) {
+      gradient(c.rank(), x, g);
+      opt.step(x, g);
+      out[std::size_t(c.rank())].push_back(x);
+    }
+  });
+  return out;
 }
 
 /// Final parameters of this worker for every composition that runs on this many workers.

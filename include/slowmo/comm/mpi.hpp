@@ -11,6 +11,12 @@
 // type, size, root) with one small MPI_Allreduce, so a mismatch throws comm_error on every
 // rank instead of hanging or truncating; received messages are probed for their size.
 // Switch it off with Options{.validate = false} once a program is known to be correct.
+//
+// All-gathers go to MPI_Allgather / MPI_Allgatherv on the native communicator (Boost.MPI's
+// gathers take containers). Before the data moves, the ranks exchange (count, capacity,
+// counts size) triples with one small MPI_Allgather, so every rank judges the sizes alike
+// and a misfit throws comm_error on all of them: all_gather_v always (it needs the counts
+// anyway), all_gather in validated mode.
 #pragma once
 
 #include <boost/mpi/collectives.hpp>
@@ -28,6 +34,8 @@
 #include <exception>
 #include <functional>
 #include <span>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "slowmo/core/communicator.hpp"
@@ -64,6 +72,27 @@ class Comm {
   double exchange(std::span<const double> out, double weight, int dest, std::span<double> in, int source) {
     return exchange_impl(out, weight, dest, in, source);
   }
+
+  // GatherCommunicator (core/communicator.hpp).
+  void all_gather(std::span<const float> send, std::span<float> recv) { all_gather_impl(send, recv); }
+  void all_gather(std::span<const double> send, std::span<double> recv) { all_gather_impl(send, recv); }
+  void all_gather(std::span<const std::int32_t> send, std::span<std::int32_t> recv) { all_gather_impl(send, recv); }
+  void all_gather(std::span<const std::uint8_t> send, std::span<std::uint8_t> recv) { all_gather_impl(send, recv); }
+  std::size_t all_gather_v(std::span<const float> send, std::span<float> recv, std::span<std::size_t> counts) {
+    return all_gather_v_impl(send, recv, counts);
+  }
+  std::size_t all_gather_v(std::span<const double> send, std::span<double> recv, std::span<std::size_t> counts) {
+    return all_gather_v_impl(send, recv, counts);
+  }
+  std::size_t all_gather_v(std::span<const std::int32_t> send, std::span<std::int32_t> recv,
+                           std::span<std::size_t> counts) {
+    return all_gather_v_impl(send, recv, counts);
+  }
+  std::size_t all_gather_v(std::span<const std::uint8_t> send, std::span<std::uint8_t> recv,
+                           std::span<std::size_t> counts) {
+    return all_gather_v_impl(send, recv, counts);
+  }
+
   /// Wall-clock seconds since this communicator was made.
   double now() const { return MPI_Wtime() - start_; }
 
@@ -75,7 +104,7 @@ class Comm {
   std::uint64_t messages_sent() const { return messages_sent_; }
 
  private:
-  enum class Kind : std::int64_t { all_reduce_sum = 1, all_reduce_mean, broadcast, barrier };
+  enum class Kind : std::int64_t { all_reduce_sum = 1, all_reduce_mean, broadcast, barrier, all_gather, all_gather_v };
   static constexpr int data_tag = 0x5107;
   static constexpr int weight_tag = 0x5108;
 
@@ -85,8 +114,19 @@ class Comm {
       case Kind::all_reduce_mean: return "all_reduce(mean)";
       case Kind::broadcast: return "broadcast";
       case Kind::barrier: return "barrier";
+      case Kind::all_gather: return "all_gather";
+      case Kind::all_gather_v: return "all_gather_v";
     }
     return "?";
+  }
+  static bool is_gather(Kind k) { return k == Kind::all_gather || k == Kind::all_gather_v; }
+
+  template <class T>
+  static MPI_Datatype mpi_type() {
+    if constexpr (std::is_same_v<T, float>) return MPI_FLOAT;
+    else if constexpr (std::is_same_v<T, double>) return MPI_DOUBLE;
+    else if constexpr (std::is_same_v<T, std::int32_t>) return MPI_INT32_T;
+    else return MPI_UINT8_T;
   }
 
   template <class T>
@@ -97,18 +137,20 @@ class Comm {
     return static_cast<int>(buf.size());
   }
 
-  /// Validated mode: all ranks agree on (kind, element size, count, root), or all throw.
-  void agree(Kind kind, std::int64_t elem_bytes, std::int64_t count, std::int64_t root) {
+  /// Validated mode: all ranks agree on (kind, element type, count, root), or all throw.
+  /// `elem` is detail::element_code<T>() (float and double: their sizes); 0 for none. The
+  /// gathers agree on kind and type only: their sizes are judged from everyone's after.
+  void agree(Kind kind, std::int64_t elem, std::int64_t count, std::int64_t root) {
     if (!options_.validate) return;
     std::array<std::int64_t, 8> v{static_cast<std::int64_t>(kind), -static_cast<std::int64_t>(kind),
-                                  elem_bytes, -elem_bytes, count, -count, root, -root};
+                                  elem, -elem, count, -count, root, -root};
     boost::mpi::all_reduce(comm_, boost::mpi::inplace(v.data()), int(v.size()),
                            boost::mpi::maximum<std::int64_t>());
     if (v[0] == -v[1] && v[2] == -v[3] && v[4] == -v[5] && v[6] == -v[7]) return;
-    auto type = [](std::int64_t b) { return b == 4 ? "float" : b == 8 ? "double" : "none"; };
     throw comm_error(detail::concat(
         "slowmo::mpi: mismatched collective on rank ", rank(), ": this rank called ", kind_name(std::int64_t(kind)),
-        " of ", count, " ", type(elem_bytes), (kind == Kind::broadcast ? detail::concat(" from root ", root) : ""),
+        " of ", is_gather(kind) ? "" : detail::concat(count, " "), detail::element_name(elem),
+        is_gather(kind) ? " values" : "", (kind == Kind::broadcast ? detail::concat(" from root ", root) : ""),
         "; across ranks the operation ranges over [", kind_name(-v[1]), ", ", kind_name(v[0]), "], the count over [",
         -v[5], ", ", v[4], "], the root over [", -v[7], ", ", v[6],
         "]; every rank must call the same collectives in the same order with the same sizes"));
@@ -117,7 +159,7 @@ class Comm {
   template <class T>
   void all_reduce_impl(std::span<T> buf, ReduceOp op) {
     const int n = count_of(buf, "all_reduce");
-    agree(op == ReduceOp::sum ? Kind::all_reduce_sum : Kind::all_reduce_mean, sizeof(T), n, -1);
+    agree(op == ReduceOp::sum ? Kind::all_reduce_sum : Kind::all_reduce_mean, detail::element_code<T>(), n, -1);
     if (n == 0) return;
     boost::mpi::all_reduce(comm_, boost::mpi::inplace(buf.data()), n, std::plus<T>());
     if (op == ReduceOp::mean) {
@@ -133,9 +175,84 @@ class Comm {
       throw comm_error(detail::concat("slowmo::mpi: rank ", rank(), ": broadcast root ", root,
                                       " is out of range [0, ", size(), ")"));
     const int n = count_of(buf, "broadcast");
-    agree(Kind::broadcast, sizeof(T), n, root);
+    agree(Kind::broadcast, detail::element_code<T>(), n, root);
     if (n == 0) return;
     boost::mpi::broadcast(comm_, buf.data(), n, root);
+  }
+
+  /// Every rank's (send count, recv capacity, counts size), in sizes_, by one small
+  /// MPI_Allgather; throws the same comm_error on every rank when they do not fit (or do
+  /// not fit MPI's int counts and displacements). Returns the total count.
+  template <class T>
+  std::size_t exchange_sizes(bool variable, std::size_t send, std::size_t recv, std::size_t counts) {
+    const int m = size();
+    const std::array<std::int64_t, 3> mine{std::int64_t(send), std::int64_t(recv), std::int64_t(counts)};
+    sizes_.resize(3 * std::size_t(m));  // grows once
+    BOOST_MPI_CHECK_RESULT(MPI_Allgather,
+                           (mine.data(), 3, MPI_INT64_T, sizes_.data(), 3, MPI_INT64_T, MPI_Comm(comm_)));
+    auto at = [&](int q) {
+      const std::int64_t* v = &sizes_[3 * std::size_t(q)];
+      return detail::GatherSizes{std::size_t(v[0]), std::size_t(v[1]), std::size_t(v[2])};
+    };
+    const char* type = detail::element_name(detail::element_code<T>());
+    std::string e = detail::gather_size_error("slowmo::mpi", "rank", variable, m, type, at);
+    std::size_t total = 0;
+    for (int q = 0; q < m; ++q) total += at(q).send;
+    if (e.empty() && total > std::size_t(INT_MAX))
+      e = detail::concat("slowmo::mpi: ", variable ? "all_gather_v" : "all_gather", " of ", total, " ", type,
+                         " values in all exceeds MPI's int counts and displacements (", INT_MAX,
+                         "); split the buffers");
+    if (!e.empty()) throw comm_error(e);
+    return total;
+  }
+
+  /// Ring accounting, as the simulator's: every block but the successor's.
+  void account_all_gather(std::size_t total, std::size_t successor, std::size_t elem_bytes) {
+    if (size() > 1) bytes_sent_ += (total - successor) * elem_bytes;
+  }
+
+  template <class T>
+  void all_gather_impl(std::span<const T> send, std::span<T> recv) {
+    agree(Kind::all_gather, detail::element_code<T>(), 0, -1);
+    const int m = size(), r = rank();
+    if (options_.validate) {
+      exchange_sizes<T>(false, send.size(), recv.size(), std::size_t(m));
+    } else if (recv.size() != std::size_t(m) * send.size()) {  // unvalidated: only this rank knows
+      throw comm_error(detail::concat("slowmo::mpi: rank ", r, ": all_gather of ", send.size(),
+                                      " values from each of ", m, " ranks: recv must hold size() * send.size() = ",
+                                      std::size_t(m) * send.size(), " values, but it holds ", recv.size()));
+    }
+    const int n = count_of(send, "all_gather");  // the same n on every rank: all throw alike
+    if (n == 0) return;
+    // In place (MPI_IN_PLACE) when send is this rank's own block of recv.
+    const bool in_place = send.data() == recv.data() + std::size_t(r) * send.size();
+    BOOST_MPI_CHECK_RESULT(MPI_Allgather, (in_place ? MPI_IN_PLACE : send.data(), n, mpi_type<T>(), recv.data(), n,
+                                           mpi_type<T>(), MPI_Comm(comm_)));
+    account_all_gather(std::size_t(m) * send.size(), send.size(), sizeof(T));
+  }
+
+  template <class T>
+  std::size_t all_gather_v_impl(std::span<const T> send, std::span<T> recv, std::span<std::size_t> counts) {
+    agree(Kind::all_gather_v, detail::element_code<T>(), 0, -1);
+    const int m = size(), r = rank();
+    const std::size_t total = exchange_sizes<T>(true, send.size(), recv.size(), counts.size());
+    recv_counts_.resize(std::size_t(m));  // grow once
+    displacements_.resize(std::size_t(m));
+    int at = 0;
+    for (int q = 0; q < m; ++q) {
+      const auto c = std::size_t(sizes_[3 * std::size_t(q)]);
+      counts[std::size_t(q)] = c;
+      recv_counts_[std::size_t(q)] = int(c);
+      displacements_[std::size_t(q)] = at;
+      at += int(c);
+    }
+    if (total == 0) return 0;
+    const bool in_place = send.data() == recv.data() + displacements_[std::size_t(r)];
+    BOOST_MPI_CHECK_RESULT(MPI_Allgatherv,
+                           (in_place ? MPI_IN_PLACE : send.data(), int(send.size()), mpi_type<T>(), recv.data(),
+                            recv_counts_.data(), displacements_.data(), mpi_type<T>(), MPI_Comm(comm_)));
+    account_all_gather(total, counts[std::size_t((r + 1) % m)], sizeof(T));
+    return total;
   }
 
   void check_peer(int peer, const char* what) const {
@@ -180,6 +297,8 @@ class Comm {
   Options options_;
   double start_;
   std::uint64_t bytes_sent_ = 0, messages_sent_ = 0;
+  std::vector<std::int64_t> sizes_;        // all-gathers: every rank's (count, capacity, counts size)
+  std::vector<int> recv_counts_, displacements_;  // all_gather_v: MPI's int arrays
 };
 
 /// Runs fn(comm) on this rank. If fn throws, prints "slowmo: worker R failed: ..." to

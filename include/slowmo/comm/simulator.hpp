@@ -21,9 +21,14 @@
 namespace slowmo::sim {
 
 /// The network model: every message costs latency + bytes / bandwidth; an all-reduce costs
-/// a ring all-reduce, 2(m-1) latency + 2(m-1)/m * bytes / bandwidth; a broadcast
-/// ceil(log2 m) messages; a barrier ceil(log2 m) latencies. A collective completes for
-/// everyone at the latest arrival plus its cost.
+/// a ring all-reduce, 2(m-1) latency + 2(m-1)/m * bytes / bandwidth; an all-gather (either
+/// form) a ring all-gather, (m-1) latency + (m-1)/m * total_bytes / bandwidth, where
+/// total_bytes adds up every worker's block (exact for equal blocks; for unequal ones the
+/// load-balanced bound); a broadcast ceil(log2 m) messages; a barrier ceil(log2 m)
+/// latencies. A collective completes for everyone at the latest arrival plus its cost.
+/// Bytes sent follow the same algorithms: per worker 2(m-1)/m * bytes for an all-reduce;
+/// for an all-gather, total_bytes less its successor's block (a ring passes on every block
+/// but the one its successor owns): (m-1) blocks when they are equal.
 struct Network {
   double latency = 50e-6;    ///< seconds per message (default 50 microseconds)
   double bandwidth = 1.25e9;  ///< bytes per second (default 10 Gbit/s); infinity for a free network

@@ -1,15 +1,19 @@
 // slowmo/core/communicator.hpp — the Communicator concept: what every distributed
 // algorithm may ask of the workers' transport, and nothing more. Algorithms are written
 // against this concept only; backends (comm/simulator.hpp, comm/threads.hpp, comm/mpi.hpp,
-// and the NCCL one) model it.
+// and the NCCL one) model it. Refinements (GatherCommunicator) add what only some
+// algorithms need, so that an algorithm asks for exactly what it uses.
 #pragma once
 
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
+#include "slowmo/core/error.hpp"
 #include "slowmo/core/vector.hpp"
 
 namespace slowmo {
@@ -65,6 +69,140 @@ consteval bool check_communicator() {
 }
 
 namespace detail {
+
+/// The element types an all-gather moves: values (float, double) and the indices and
+/// bytes of compressed payloads (std::int32_t, std::uint8_t).
+template <class T>
+concept GatherElement = std::same_as<T, float> || std::same_as<T, double> || std::same_as<T, std::int32_t> ||
+                        std::same_as<T, std::uint8_t>;
+
+template <class C, class T>
+concept GathersIn = requires(C& c, std::span<const T> send, std::span<T> recv, std::span<std::size_t> counts) {
+  c.all_gather(send, recv);  // every worker's send, in rank order, into every worker's recv
+  { c.all_gather_v(send, recv, counts) } -> std::convertible_to<std::size_t>;  // sizes may differ; the total
+};
+
+template <class C>
+concept GathersAll = GathersIn<C, float> && GathersIn<C, double> && GathersIn<C, std::int32_t> &&
+                     GathersIn<C, std::uint8_t>;
+
+}  // namespace detail
+
+/// A Communicator that also gathers: for float, double, std::int32_t and std::uint8_t spans,
+///  - `all_gather(send, recv)`: every worker sends the same number of values; recv, of
+///    size() * send.size() values, receives every worker's send in rank order;
+///  - `all_gather_v(send, recv, counts) -> std::size_t`: the sizes may differ; counts (one
+///    entry per worker) receives how many values each worker sent, recv holds the blocks
+///    contiguously in rank order (worker r's starts at counts[0] + ... + counts[r-1]) and
+///    must hold at least their total, which is returned; recv past the total is untouched.
+/// send may be the worker's own block of recv (in place); otherwise the two must not
+/// overlap. Sizes that do not fit (different sends in all_gather, a recv of the wrong size,
+/// counts without one entry per worker) throw comm_error on every worker, naming the
+/// workers and the sizes; so does a worker calling another collective or element type.
+template <class C>
+concept GatherCommunicator = Communicator<C> && detail::GathersAll<C>;
+
+/// `static_assert(check_gather_communicator<C>())` names what is missing: the first base
+/// operation (as check_communicator does), or the gathers.
+template <class C>
+consteval bool check_gather_communicator() {
+  if constexpr (!Communicator<C>) {
+    return check_communicator<C>();
+  } else {
+    static_assert(detail::GathersAll<C>,
+                  "slowmo: not a GatherCommunicator: it needs, for float, double, std::int32_t and std::uint8_t "
+                  "spans, `all_gather(send, recv)` and `all_gather_v(send, recv, counts) -> std::size_t`");
+    return GatherCommunicator<C>;
+  }
+}
+
+namespace detail {
+
+/// What the backends call an element type in messages and agree on across workers (the
+/// codes of float and double are their sizes, as the agreements always sent).
+template <GatherElement T>
+constexpr std::int64_t element_code() {
+  if constexpr (std::same_as<T, float>) return 4;
+  else if constexpr (std::same_as<T, double>) return 8;
+  else if constexpr (std::same_as<T, std::int32_t>) return 0x104;
+  else return 0x101;
+}
+constexpr const char* element_name(std::int64_t code) {
+  switch (code) {
+    case 4: return "float";
+    case 8: return "double";
+    case 0x104: return "int32";
+    case 0x101: return "uint8";
+  }
+  return "none";
+}
+
+/// One worker's side of an all-gather, as every worker learns it from the sizes exchange.
+struct GatherSizes {
+  std::size_t send = 0;    ///< values it sends
+  std::size_t recv = 0;    ///< values its recv holds
+  std::size_t counts = 0;  ///< entries of its counts (all_gather_v)
+};
+
+/// The error every worker of an all-gather reports, or "" when the sizes fit. Every worker
+/// computes it from the same sizes (sizes(q) for worker q of m), so all decide alike.
+/// `who` prefixes the message ("slowmo", "slowmo::mpi"); `worker` names a participant
+/// ("worker", "rank").
+template <class Sizes>
+std::string gather_size_error(std::string_view who, std::string_view worker, bool variable, int m,
+                              const char* type, Sizes&& sizes) {
+  constexpr int shown = 8;  // a population of 10^4 workers must not make a 10^4-line message
+  // "worker 0: 3, worker 2: 4, ..." over the workers q for which pick(q) holds.
+  auto list = [&](auto pick, auto value) {
+    std::string out;
+    int listed = 0;
+    for (int q = 0; q < m; ++q) {
+      if (!pick(q)) continue;
+      if (listed++ == shown) {
+        out += ", ...";
+        break;
+      }
+      out += concat(listed > 1 ? ", " : "", worker, " ", q, ": ", value(q));
+    }
+    return out;
+  };
+  auto send = [&](int q) { return sizes(q).send; };
+  auto recv = [&](int q) { return sizes(q).recv; };
+  auto counts = [&](int q) { return sizes(q).counts; };
+  if (!variable) {
+    const std::size_t n = send(0);
+    bool same = true;
+    for (int q = 1; q < m; ++q) same = same && send(q) == n;
+    if (!same)
+      return concat(who, ": all_gather: the ", worker, "s send different numbers of ", type, " values (",
+                    list([&](int q) { return q == 0 || send(q) != n; }, send),
+                    "); all_gather needs the same number from every ", worker,
+                    " (all_gather_v takes a different number from each)");
+    const std::size_t need = std::size_t(m) * n;
+    auto wrong = [&](int q) { return recv(q) != need; };
+    for (int q = 0; q < m; ++q)
+      if (wrong(q))
+        return concat(who, ": all_gather of ", n, " ", type, " values from each of ", m, " ", worker,
+                      "s: recv must hold size() * send.size() = ", need, " values, but it holds (",
+                      list(wrong, recv), ")");
+    return {};
+  }
+  auto bad_counts = [&](int q) { return counts(q) != std::size_t(m); };
+  for (int q = 0; q < m; ++q)
+    if (bad_counts(q))
+      return concat(who, ": all_gather_v: counts must have one entry per ", worker, " (", m, "), but it has (",
+                    list(bad_counts, counts), ")");
+  std::size_t total = 0;
+  for (int q = 0; q < m; ++q) total += send(q);
+  auto small = [&](int q) { return recv(q) < total; };
+  for (int q = 0; q < m; ++q)
+    if (small(q))
+      return concat(who, ": all_gather_v: the ", worker, "s send ", total, " ", type, " values in all (",
+                    list([](int) { return true; }, send), "), but recv holds fewer (", list(small, recv),
+                    "); every ", worker, "'s recv must hold the total");
+  return {};
+}
+
 /// A stride known only at run time (Map or Ref with InnerStride<>) must be 1.
 template <class Derived>
 void require_contiguous(const Eigen::DenseBase<Derived>& v) {

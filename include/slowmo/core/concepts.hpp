@@ -27,6 +27,11 @@ struct AnyStateVisitor {
   template <class Ref>
   void operator()(const StateKey&, Ref&, StateKind) const {}
 };
+/// A structure visitor that accepts any option (visit_structure).
+struct AnyStructureVisitor {
+  template <class Value>
+  void operator()(const StateKey&, const Value&) const {}
+};
 
 template <class O>
 concept HasScalarType = requires { typename O::scalar_type; } && Real<typename O::scalar_type>;

@@ -15,6 +15,13 @@ SLOWMO_HOST_DEVICE inline T max(T a, T b) {
   return a < b ? b : a;
 }
 
+/// +1 for a > 0, -1 for a < 0, and a * 0 otherwise (a signed zero stays; NaN stays NaN), as
+/// numpy.sign.
+template <class T>
+SLOWMO_HOST_DEVICE inline T sign(T a) {
+  return a > T(0) ? T(1) : (a < T(0) ? T(-1) : a * T(0));
+}
+
 /// a + w*(b - a), exact at both ends (w = 0 gives a, w = 1 gives b), the same two-sided
 /// formula as torch.lerp. Lookahead and the outer updates use it so that alpha = 1 is
 /// bit-for-bit "take the fast weights".

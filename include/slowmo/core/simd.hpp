@@ -94,6 +94,12 @@ struct Pack {
   friend SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack max(Pack a, Pack b) {
     return Eigen::internal::pselect(Eigen::internal::pcmp_lt(a.v, b.v), b.v, a.v);
   }
+  // As math::sign: +1, -1, or a * 0 (a signed zero stays, a NaN stays NaN), like numpy.sign.
+  friend SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack sign(Pack a) {
+    using namespace Eigen::internal;
+    const packet zero = pzero(a.v), one = pset1<packet>(T(1));
+    return pselect(pcmp_lt(zero, a.v), one, pselect(pcmp_lt(a.v, zero), pnegate(one), pmul(a.v, zero)));
+  }
 };
 
 }  // namespace slowmo::detail

@@ -26,6 +26,13 @@
 //
 // all_reduce(mean) is NCCL's sum followed by a division by m on the device — the same
 // arithmetic as the other backends (NCCL's own ncclAvg multiplies by 1/m before summing).
+//
+// All-gathers: all_gather is ncclAllGather; all_gather_v is one ncclBroadcast per worker
+// (from its block of recv on the root to everyone's) in one NCCL group. The sizes (count,
+// capacity, counts size) of every worker travel first over the host channel, one small
+// all_max (all_gather_v always: the counts must be known on the host; all_gather in
+// validated mode), so every worker judges them alike and a misfit throws comm_error on
+// all of them before NCCL is asked for anything — and counts never wait for the GPU.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -88,7 +95,13 @@ inline std::string describe(const std::exception_ptr& e) {
 
 template <class T>
 constexpr ncclDataType_t nccl_type() {
-  return std::is_same_v<T, float> ? ncclFloat32 : ncclFloat64;
+  if constexpr (std::is_same_v<T, float>) return ncclFloat32;
+  else if constexpr (std::is_same_v<T, double>) return ncclFloat64;
+  else if constexpr (std::is_same_v<T, std::int32_t>) return ncclInt32;
+  else {
+    static_assert(std::is_same_v<T, std::uint8_t>, "slowmo::cuda::Nccl moves float, double, int32 and uint8");
+    return ncclUint8;
+  }
 }
 
 /// The mean's second half: x = x / m, on the device, with the same rounding as the host
@@ -146,7 +159,8 @@ class Nccl {
         start_(o.start_),
         staging_(std::move(o.staging_)),
         bytes_sent_(o.bytes_sent_),
-        messages_sent_(o.messages_sent_) {}
+        messages_sent_(o.messages_sent_),
+        sizes_(std::move(o.sizes_)) {}
   Nccl& operator=(Nccl&&) = delete;
   Nccl(const Nccl&) = delete;
   Nccl& operator=(const Nccl&) = delete;
@@ -188,6 +202,61 @@ class Nccl {
     return exchange_impl(out, weight, dest, in, source, stream);
   }
 
+  // GatherCommunicator (core/communicator.hpp), stream-ordered like the rest; counts and
+  // the total returned by all_gather_v are known on the host at once.
+  void all_gather(std::span<const float> send, std::span<float> recv) { all_gather_impl(send, recv, current_stream()); }
+  void all_gather(std::span<const double> send, std::span<double> recv) {
+    all_gather_impl(send, recv, current_stream());
+  }
+  void all_gather(std::span<const std::int32_t> send, std::span<std::int32_t> recv) {
+    all_gather_impl(send, recv, current_stream());
+  }
+  void all_gather(std::span<const std::uint8_t> send, std::span<std::uint8_t> recv) {
+    all_gather_impl(send, recv, current_stream());
+  }
+  void all_gather(std::span<const float> send, std::span<float> recv, cudaStream_t stream) {
+    all_gather_impl(send, recv, stream);
+  }
+  void all_gather(std::span<const double> send, std::span<double> recv, cudaStream_t stream) {
+    all_gather_impl(send, recv, stream);
+  }
+  void all_gather(std::span<const std::int32_t> send, std::span<std::int32_t> recv, cudaStream_t stream) {
+    all_gather_impl(send, recv, stream);
+  }
+  void all_gather(std::span<const std::uint8_t> send, std::span<std::uint8_t> recv, cudaStream_t stream) {
+    all_gather_impl(send, recv, stream);
+  }
+  std::size_t all_gather_v(std::span<const float> send, std::span<float> recv, std::span<std::size_t> counts) {
+    return all_gather_v_impl(send, recv, counts, current_stream());
+  }
+  std::size_t all_gather_v(std::span<const double> send, std::span<double> recv, std::span<std::size_t> counts) {
+    return all_gather_v_impl(send, recv, counts, current_stream());
+  }
+  std::size_t all_gather_v(std::span<const std::int32_t> send, std::span<std::int32_t> recv,
+                           std::span<std::size_t> counts) {
+    return all_gather_v_impl(send, recv, counts, current_stream());
+  }
+  std::size_t all_gather_v(std::span<const std::uint8_t> send, std::span<std::uint8_t> recv,
+                           std::span<std::size_t> counts) {
+    return all_gather_v_impl(send, recv, counts, current_stream());
+  }
+  std::size_t all_gather_v(std::span<const float> send, std::span<float> recv, std::span<std::size_t> counts,
+                           cudaStream_t stream) {
+    return all_gather_v_impl(send, recv, counts, stream);
+  }
+  std::size_t all_gather_v(std::span<const double> send, std::span<double> recv, std::span<std::size_t> counts,
+                           cudaStream_t stream) {
+    return all_gather_v_impl(send, recv, counts, stream);
+  }
+  std::size_t all_gather_v(std::span<const std::int32_t> send, std::span<std::int32_t> recv,
+                           std::span<std::size_t> counts, cudaStream_t stream) {
+    return all_gather_v_impl(send, recv, counts, stream);
+  }
+  std::size_t all_gather_v(std::span<const std::uint8_t> send, std::span<std::uint8_t> recv,
+                           std::span<std::size_t> counts, cudaStream_t stream) {
+    return all_gather_v_impl(send, recv, counts, stream);
+  }
+
   /// Waits for this thread's stream, then for every worker to arrive.
   void barrier() {
     check_device("barrier");
@@ -209,7 +278,7 @@ class Nccl {
   }
 
  private:
-  enum class Kind : std::int64_t { all_reduce_sum = 1, all_reduce_mean, broadcast, barrier };
+  enum class Kind : std::int64_t { all_reduce_sum = 1, all_reduce_mean, broadcast, barrier, all_gather, all_gather_v };
 
   static const char* kind_name(std::int64_t k) {
     switch (static_cast<Kind>(k)) {
@@ -217,9 +286,12 @@ class Nccl {
       case Kind::all_reduce_mean: return "all_reduce(mean)";
       case Kind::broadcast: return "broadcast";
       case Kind::barrier: return "barrier";
+      case Kind::all_gather: return "all_gather";
+      case Kind::all_gather_v: return "all_gather_v";
     }
     return "?";
   }
+  static bool is_gather(Kind k) { return k == Kind::all_gather || k == Kind::all_gather_v; }
 
   void check_device(const char* op) const {
     if (!comm_)
@@ -240,17 +312,18 @@ class Nccl {
     detail::check_nccl(async, "asynchronous error, seen at ", op, " on worker ", rank_);
   }
 
-  /// Validated mode: all workers agree on (kind, element size, count, root), or all throw.
-  void agree(Kind kind, std::int64_t elem_bytes, std::int64_t count, std::int64_t root, bool always = false) {
+  /// Validated mode: all workers agree on (kind, element type, count, root), or all throw.
+  /// `elem` is slowmo::detail::element_code<T>() (float and double: their sizes); 0 for
+  /// none. The gathers agree on kind and type only: their sizes are judged from everyone's.
+  void agree(Kind kind, std::int64_t elem, std::int64_t count, std::int64_t root, bool always = false) {
     if (!options_.validate && !always) return;
-    std::array<std::int64_t, 8> v{std::int64_t(kind), -std::int64_t(kind), elem_bytes, -elem_bytes,
-                                  count,              -count,              root,       -root};
+    std::array<std::int64_t, 8> v{std::int64_t(kind), -std::int64_t(kind), elem, -elem, count, -count, root, -root};
     link_->all_max(v);
     if (v[0] == -v[1] && v[2] == -v[3] && v[4] == -v[5] && v[6] == -v[7]) return;
-    auto type = [](std::int64_t b) { return b == 4 ? "float" : b == 8 ? "double" : "none"; };
     throw comm_error(slowmo::detail::concat(
         "slowmo::cuda::Nccl: mismatched collective on worker ", rank_, ": this worker called ",
-        kind_name(std::int64_t(kind)), " of ", count, " ", type(elem_bytes),
+        kind_name(std::int64_t(kind)), " of ", is_gather(kind) ? "" : slowmo::detail::concat(count, " "),
+        slowmo::detail::element_name(elem), is_gather(kind) ? " values" : "",
         (kind == Kind::broadcast ? slowmo::detail::concat(" from root ", root) : ""),
         "; across workers the operation ranges over [", kind_name(-v[1]), ", ", kind_name(v[0]),
         "], the count over [", -v[5], ", ", v[4], "], the root over [", -v[7], ", ", v[6],
@@ -287,8 +360,8 @@ class Nccl {
   template <class T>
   void all_reduce_impl(std::span<T> buf, ReduceOp op, cudaStream_t stream) {
     check_device("all_reduce");
-    agree(op == ReduceOp::sum ? Kind::all_reduce_sum : Kind::all_reduce_mean, sizeof(T), std::int64_t(buf.size()),
-          -1);
+    agree(op == ReduceOp::sum ? Kind::all_reduce_sum : Kind::all_reduce_mean, slowmo::detail::element_code<T>(),
+          std::int64_t(buf.size()), -1);
     if (buf.empty()) return;
     on_device(buf, true, true, stream, 0, [&](T* p) {
       detail::check_nccl(ncclAllReduce(p, p, buf.size(), detail::nccl_type<T>(), ncclSum, comm_, stream),
@@ -305,13 +378,97 @@ class Nccl {
     if (root < 0 || root >= size_)
       throw comm_error(slowmo::detail::concat("slowmo::cuda::Nccl: worker ", rank_, ": broadcast root ", root,
                                               " is out of range [0, ", size_, ")"));
-    agree(Kind::broadcast, sizeof(T), std::int64_t(buf.size()), root);
+    agree(Kind::broadcast, slowmo::detail::element_code<T>(), std::int64_t(buf.size()), root);
     if (buf.empty()) return;
     on_device(buf, rank_ == root, true, stream, 0, [&](T* p) {
       detail::check_nccl(ncclBroadcast(p, p, buf.size(), detail::nccl_type<T>(), root, comm_, stream),
                          "ncclBroadcast", " of ", buf.size(), " values from root ", root, " on worker ", rank_);
     });
     if (rank_ == root) bytes_sent_ += buf.size_bytes();
+  }
+
+  /// Every worker's (send count, recv capacity, counts size), in sizes_, by one all_max over
+  /// the host channel (each worker fills its own triple, -1 elsewhere); throws the same
+  /// comm_error on every worker when they do not fit. Returns the total count.
+  template <class T>
+  std::size_t exchange_sizes(bool variable, std::size_t send, std::size_t recv, std::size_t counts) {
+    sizes_.assign(3 * std::size_t(size_), -1);  // grows once
+    std::int64_t* mine = &sizes_[3 * std::size_t(rank_)];
+    mine[0] = std::int64_t(send), mine[1] = std::int64_t(recv), mine[2] = std::int64_t(counts);
+    link_->all_max(sizes_);
+    auto at = [&](int q) {
+      const std::int64_t* v = &sizes_[3 * std::size_t(q)];
+      return slowmo::detail::GatherSizes{std::size_t(v[0]), std::size_t(v[1]), std::size_t(v[2])};
+    };
+    const char* type = slowmo::detail::element_name(slowmo::detail::element_code<T>());
+    const std::string e = slowmo::detail::gather_size_error("slowmo::cuda::Nccl", "worker", variable, size_, type, at);
+    if (!e.empty()) throw comm_error(e);
+    std::size_t total = 0;
+    for (int q = 0; q < size_; ++q) total += at(q).send;
+    return total;
+  }
+
+  /// Runs op(send on the device, recv on the device), staging host spans: send at the start
+  /// of the staging buffer, recv after it.
+  template <class T, class Op>
+  void on_device_pair(std::span<const T> send, std::span<T> recv, cudaStream_t stream, Op&& op) {
+    const std::size_t recv_offset = (send.size_bytes() + 255) / 256 * 256;
+    const bool send_direct = send.empty() || detail::device_accessible(send.data());
+    const bool recv_direct = recv.empty() || detail::device_accessible(recv.data());
+    if (!send_direct || !recv_direct) reserve_staging(recv_offset + recv.size_bytes());  // before taking pointers
+    on_device(send, true, false, stream, 0, [&](const T* src) {
+      on_device(recv, false, true, stream, recv_offset, [&](T* dst) { op(src, dst); });
+    });
+  }
+
+  template <class T>
+  void all_gather_impl(std::span<const T> send, std::span<T> recv, cudaStream_t stream) {
+    check_device("all_gather");
+    agree(Kind::all_gather, slowmo::detail::element_code<T>(), 0, 0);
+    if (options_.validate)
+      exchange_sizes<T>(false, send.size(), recv.size(), std::size_t(size_));
+    else if (recv.size() != std::size_t(size_) * send.size())  // unvalidated: only this worker knows
+      throw comm_error(slowmo::detail::concat("slowmo::cuda::Nccl: worker ", rank_, ": all_gather of ", send.size(),
+                                              " values from each of ", size_,
+                                              " workers: recv must hold size() * send.size() = ",
+                                              std::size_t(size_) * send.size(), " values, but it holds ", recv.size()));
+    if (send.empty()) return;
+    // In place (send is this worker's block of recv) is NCCL's own in-place form.
+    on_device_pair(send, recv, stream, [&](const T* src, T* dst) {
+      detail::check_nccl(ncclAllGather(src, dst, send.size(), detail::nccl_type<T>(), comm_, stream), "ncclAllGather",
+                         " of ", send.size(), " values per worker on worker ", rank_);
+    });
+    bytes_sent_ += std::uint64_t(size_ - 1) * send.size_bytes();  // ring: every block but the successor's
+  }
+
+  template <class T>
+  std::size_t all_gather_v_impl(std::span<const T> send, std::span<T> recv, std::span<std::size_t> counts,
+                                cudaStream_t stream) {
+    check_device("all_gather_v");
+    agree(Kind::all_gather_v, slowmo::detail::element_code<T>(), 0, 0);
+    const std::size_t total = exchange_sizes<T>(true, send.size(), recv.size(), counts.size());
+    for (int q = 0; q < size_; ++q) counts[std::size_t(q)] = std::size_t(sizes_[3 * std::size_t(q)]);
+    if (total == 0) return 0;
+    // Only the first `total` values: staging copies back what it covers, and recv past the
+    // total must stay untouched.
+    on_device_pair(send, recv.first(total), stream, [&](const T* src, T* dst) {
+      detail::check_nccl(ncclGroupStart(), "ncclGroupStart");
+      ncclResult_t r = ncclSuccess;
+      std::size_t at = 0;
+      for (int q = 0; q < size_ && r == ncclSuccess; ++q) {
+        const std::size_t n = counts[std::size_t(q)];
+        // The root reads its send (in place when that is its block of recv); the others
+        // only write their recv.
+        if (n > 0)
+          r = ncclBroadcast(q == rank_ ? src : dst + at, dst + at, n, detail::nccl_type<T>(), q, comm_, stream);
+        at += n;
+      }
+      const ncclResult_t end = ncclGroupEnd();
+      detail::check_nccl(r, "ncclBroadcast", " (all_gather_v of ", total, " values on worker ", rank_, ")");
+      detail::check_nccl(end, "ncclGroupEnd", " (all_gather_v on worker ", rank_, ")");
+    });
+    bytes_sent_ += (total - counts[std::size_t((rank_ + 1) % size_)]) * sizeof(T);  // as a ring all-gather
+    return total;
   }
 
   void check_peer(int peer, const char* what) const {
@@ -368,9 +525,11 @@ class Nccl {
   std::chrono::steady_clock::time_point start_;
   DeviceVector<double> staging_;  // device copy of host-memory spans; grows once
   std::uint64_t bytes_sent_ = 0, messages_sent_ = 0;
+  std::vector<std::int64_t> sizes_;  // all-gathers: every worker's (count, capacity, counts size)
 };
 
 static_assert(check_communicator<Nccl>());
+static_assert(check_gather_communicator<Nccl>());
 
 struct LocalOptions {
   /// The CUDA devices to run on, one worker each (rank i on devices[i]); empty: every

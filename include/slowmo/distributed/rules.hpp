@@ -6,31 +6,6 @@
 
 namespace slowmo::rules {
 
-/// SlowMo's outer update (Wang et al. 2020, Algorithm 1, lines 8-9) for one element, with
-/// x holding the exact average x_bar on entry and the new x0 on exit:
-///   d   = (x0 - x_bar) / gamma           (raw pseudo-gradient x0 - x_bar when !divide)
-///   u   = beta * u + d
-///   x0  = x0 - lr * u                    (heavy ball; lr = alpha * gamma, or alpha when raw)
-///   x0  = x0 - lr * (d + beta * u)       (Nesterov, as torch.optim.SGD(nesterov=True))
-///   x   = x0
-template <class T>
-struct SlowMoOuter {
-  T gamma;
-  bool divide;
-  T beta;
-  T lr;
-  bool nesterov;
-
-  template <class V>
-  SLOWMO_HOST_DEVICE void operator()(V& x, V& x0, V& u) const {
-    V d = x0 - x;
-    if (divide) d = d / V(gamma);
-    u = V(beta) * u + d;
-    x0 = x0 - V(lr) * (nesterov ? V(d + V(beta) * u) : u);
-    x = x0;
-  }
-};
-
 /// Push-sum, first half: the share a worker keeps of its numerator, which is also what it
 /// sends to each of its k out-peers: share = num / (k + 1).
 template <class T>

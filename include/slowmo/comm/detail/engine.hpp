@@ -18,6 +18,10 @@
 // current operation throws detail::Aborted, so nobody waits forever); mismatched
 // collectives fail on every participant; when no worker can make progress the engine
 // reports a deadlock to every waiting worker, naming what each one waits for.
+//
+// All-gathers may legitimately bring different sizes (all_gather_v), so their sizes are
+// judged when the last worker arrives, from everyone's: a misfit then fails every worker
+// together, and all of them may catch it and go on in step.
 #pragma once
 
 #include <algorithm>
@@ -46,14 +50,36 @@ struct Aborted : std::exception {
   const char* what() const noexcept override { return "slowmo: run aborted because another worker failed"; }
 };
 
-enum class DType : std::uint8_t { f32, f64 };
+enum class DType : std::uint8_t { f32, f64, i32, u8 };
 
 template <class T>
 constexpr DType dtype_of() {
-  return std::is_same_v<T, float> ? DType::f32 : DType::f64;
+  if constexpr (std::is_same_v<T, float>) return DType::f32;
+  else if constexpr (std::is_same_v<T, double>) return DType::f64;
+  else if constexpr (std::is_same_v<T, std::int32_t>) return DType::i32;
+  else {
+    static_assert(std::is_same_v<T, std::uint8_t>, "slowmo: the engine moves float, double, int32 and uint8");
+    return DType::u8;
+  }
 }
-inline const char* name_of(DType t) { return t == DType::f32 ? "float" : "double"; }
-inline std::size_t size_of(DType t) { return t == DType::f32 ? 4 : 8; }
+inline const char* name_of(DType t) {
+  switch (t) {
+    case DType::f32: return "float";
+    case DType::f64: return "double";
+    case DType::i32: return "int32";
+    case DType::u8: return "uint8";
+  }
+  return "?";
+}
+inline std::size_t size_of(DType t) {
+  switch (t) {
+    case DType::f32: return 4;
+    case DType::f64: return 8;
+    case DType::i32: return 4;
+    case DType::u8: return 1;
+  }
+  return 0;
+}
 
 /// Communication cost model of the simulator (the engine charges it in virtual-time mode).
 struct CostModel {
@@ -67,6 +93,14 @@ struct CostModel {
   double all_reduce(std::size_t bytes, int m) const {
     if (m <= 1) return 0;
     return 2.0 * (m - 1) * latency + transfer(2.0 * (m - 1) / m * double(bytes));
+  }
+  /// Ring all-gather of blocks adding up to `total_bytes`: m-1 steps in which every worker
+  /// passes one block to its successor, so (m-1)/m of the total crosses each link. Exact for
+  /// equal blocks; with unequal ones a real ring waits for the largest block of each step,
+  /// so this is the load-balanced bound.
+  double all_gather(std::size_t total_bytes, int m) const {
+    if (m <= 1) return 0;
+    return (m - 1) * latency + transfer(double(m - 1) / m * double(total_bytes));
   }
   /// Binomial-tree broadcast: ceil(log2 m) rounds of one full message.
   double broadcast(std::size_t bytes, int m) const { return rounds(m) * message(bytes); }
@@ -110,6 +144,7 @@ class Engine {
   explicit Engine(EngineOptions o) : opt_(std::move(o)), m_(opt_.workers), workers_(static_cast<std::size_t>(m_)) {
     channels_.resize(static_cast<std::size_t>(m_) * static_cast<std::size_t>(m_));
     slot_.bufs.resize(static_cast<std::size_t>(m_));
+    slot_.gather.resize(static_cast<std::size_t>(m_));  // once: gathers allocate nothing
     for (int r = 0; r < m_; ++r) {
       Worker& w = workers_[static_cast<std::size_t>(r)];
       w.rng.seed(opt_.seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(r) + 1);
@@ -194,6 +229,19 @@ class Engine {
   }
   void barrier(int r) { collective(r, Kind::barrier, DType::f64, nullptr, 0, -1); }
 
+  /// Every worker's send, in rank order, into every worker's recv (of size() * send.size()).
+  template <class T>
+  void all_gather(int r, std::span<const T> send, std::span<T> recv) {
+    const GatherPart part{send.data(), send.size(), recv.data(), recv.size(), nullptr, 0};
+    collective(r, Kind::all_gather, dtype_of<T>(), nullptr, send.size(), -1, &part);
+  }
+  /// The same with a size per worker, written to counts; returns the total.
+  template <class T>
+  std::size_t all_gather_v(int r, std::span<const T> send, std::span<T> recv, std::span<std::size_t> counts) {
+    const GatherPart part{send.data(), send.size(), recv.data(), recv.size(), counts.data(), counts.size()};
+    return collective(r, Kind::all_gather_v, dtype_of<T>(), nullptr, send.size(), -1, &part);
+  }
+
   // ---- point to point ----------------------------------------------------------------
 
   template <class T>
@@ -219,7 +267,16 @@ class Engine {
 
  private:
   enum class Status : std::uint8_t { runnable, blocked, done };
-  enum class Kind : std::uint8_t { none, all_reduce_sum, all_reduce_mean, broadcast, barrier, receive };
+  enum class Kind : std::uint8_t {
+    none,
+    all_reduce_sum,
+    all_reduce_mean,
+    broadcast,
+    barrier,
+    all_gather,
+    all_gather_v,
+    receive
+  };
 
   static const char* kind_name(Kind k) {
     switch (k) {
@@ -227,16 +284,20 @@ class Engine {
       case Kind::all_reduce_mean: return "all_reduce(mean)";
       case Kind::broadcast: return "broadcast";
       case Kind::barrier: return "barrier";
+      case Kind::all_gather: return "all_gather";
+      case Kind::all_gather_v: return "all_gather_v";
       case Kind::receive: return "exchange";
       case Kind::none: break;
     }
     return "nothing";
   }
 
+  static bool is_gather(Kind k) { return k == Kind::all_gather || k == Kind::all_gather_v; }
+
   struct Op {
     Kind kind = Kind::none;
     DType type = DType::f32;
-    std::size_t count = 0;
+    std::size_t count = 0;  // of a gather: what this worker sends
     int peer = -1;  // root of a broadcast, source of a receive
     std::uint64_t seq = 0;
   };
@@ -253,6 +314,7 @@ class Engine {
     void* recv_buf = nullptr;
     double recv_weight = 0;
     std::string error;  // why the current operation failed, if it did
+    std::size_t gathered = 0;  // the total of its last all-gather
     std::exception_ptr failure;
     std::uint64_t bytes_sent = 0, messages_sent = 0;
   };
@@ -280,6 +342,16 @@ class Engine {
     }
   };
 
+  /// One worker's buffers in an all-gather.
+  struct GatherPart {
+    const void* send = nullptr;
+    std::size_t send_count = 0;
+    void* recv = nullptr;
+    std::size_t recv_count = 0;
+    std::size_t* counts = nullptr;
+    std::size_t counts_size = 0;
+  };
+
   struct Slot {
     Op op;
     int first_rank = 0;
@@ -287,6 +359,7 @@ class Engine {
     double latest = 0;
     std::string error;
     std::vector<void*> bufs;
+    std::vector<GatherPart> gather;  // per worker, for all-gathers
   };
 
   Worker& worker(int r) { return workers_[static_cast<std::size_t>(r)]; }
@@ -324,8 +397,10 @@ class Engine {
                               " is the worker itself; a worker cannot exchange with itself"));
   }
 
-  // Collective slot: the last arrival completes the operation for everyone.
-  void collective(int r, Kind kind, DType type, void* data, std::size_t count, int root) {
+  // Collective slot: the last arrival completes the operation for everyone. Returns the
+  // total of an all-gather.
+  std::size_t collective(int r, Kind kind, DType type, void* data, std::size_t count, int root,
+                         const GatherPart* part = nullptr) {
     std::unique_lock lk(mu_);
     // A collective that already failed fails its late arrivals with the same cause, even
     // once the first failures have aborted the run: every participant learns why.
@@ -344,6 +419,7 @@ class Engine {
       slot_.error = mismatch(r, op);
     }
     slot_.bufs[static_cast<std::size_t>(r)] = data;
+    if (part) slot_.gather[static_cast<std::size_t>(r)] = *part;
     slot_.latest = std::max(slot_.latest, w.clock + w.delay);  // a delayed worker's data arrives late
     w.op = op;
     w.status = Status::blocked;
@@ -351,6 +427,7 @@ class Engine {
     if (++slot_.arrived == m_) complete_collective();
     else if (!slot_.error.empty()) fail_waiting_collective();
     suspend(lk, r);
+    return w.gathered;
   }
 
   std::string mismatch(int r, const Op& op) const {
@@ -361,7 +438,9 @@ class Engine {
                                                              : concat(" of ", o.count, " ", name_of(o.type)),
                     o.kind == Kind::broadcast ? concat(" from root ", o.peer) : std::string());
     };
-    if (op.kind != first.kind || op.count != first.count || op.type != first.type || op.peer != first.peer)
+    // An all-gather's sizes are judged at completion, with everyone's (gather_size_error).
+    const bool same_count = op.count == first.count || (op.kind == first.kind && is_gather(op.kind));
+    if (op.kind != first.kind || !same_count || op.type != first.type || op.peer != first.peer)
       return concat("slowmo: mismatched collective: worker ", r, " called ", describe(op), " while worker ", r0,
                     " called ", describe(first),
                     "; every worker must call the same collectives in the same order with the same sizes");
@@ -406,6 +485,20 @@ class Engine {
           account_broadcast(op.peer, bytes);
           break;
         case Kind::barrier: done_at += opt_.cost.barrier(m_); break;
+        case Kind::all_gather:
+        case Kind::all_gather_v: {
+          const auto& parts = slot_.gather;
+          slot_.error = gather_size_error("slowmo", "worker", op.kind == Kind::all_gather_v, m_, name_of(op.type),
+                                          [&](int q) {
+                                            const GatherPart& p = parts[static_cast<std::size_t>(q)];
+                                            return GatherSizes{p.send_count, p.recv_count, p.counts_size};
+                                          });
+          if (!slot_.error.empty()) break;
+          const std::size_t total_bytes = gather(op);
+          done_at += opt_.cost.all_gather(total_bytes, m_);
+          account_all_gather(op, total_bytes);
+          break;
+        }
         default: break;
       }
     }
@@ -419,6 +512,7 @@ class Engine {
     }
     slot_.arrived = 0;
     std::fill(slot_.bufs.begin(), slot_.bufs.end(), nullptr);
+    std::fill(slot_.gather.begin(), slot_.gather.end(), GatherPart{});
   }
 
   /// Sum in rank order: out = ((b0 + b1) + b2) + ..., then / m for the mean, then written
@@ -440,6 +534,43 @@ class Engine {
     }
     for (int q = 0; q < m_; ++q) std::copy(out, out + op.count, static_cast<T*>(slot_.bufs[static_cast<std::size_t>(q)]));
   }
+  /// Copies every worker's block into every worker's recv, in rank order, and fills counts;
+  /// returns the total bytes. Straight from send to recv: no staging, no allocation.
+  std::size_t gather(const Op& op) {
+    const std::size_t elem = size_of(op.type);
+    std::size_t total = 0;
+    for (const GatherPart& q : slot_.gather) total += q.send_count;
+    for (int p = 0; p < m_; ++p) {
+      GatherPart& dst = slot_.gather[static_cast<std::size_t>(p)];
+      auto* out = static_cast<unsigned char*>(dst.recv);
+      std::size_t at = 0;
+      for (int q = 0; q < m_; ++q) {
+        const GatherPart& src = slot_.gather[static_cast<std::size_t>(q)];
+        const std::size_t bytes = src.send_count * elem;
+        // In place (send is the worker's own block of recv): nothing to move.
+        if (bytes > 0 && out + at != src.send) std::memcpy(out + at, src.send, bytes);
+        at += bytes;
+        if (dst.counts) dst.counts[q] = src.send_count;
+      }
+      worker(p).gathered = total;
+    }
+    return total * elem;
+  }
+
+  /// Ring all-gather: in step k worker q passes block (q - k) mod m to worker q + 1, so over
+  /// the m - 1 steps it sends every block but its successor's (which the successor owns):
+  /// the total less block q + 1. For equal blocks that is (m-1) blocks; summed over workers,
+  /// (m-1) times the total, which is what CostModel::all_gather spreads over the m links.
+  void account_all_gather(const Op& op, std::size_t total_bytes) {
+    if (m_ <= 1) return;
+    const std::size_t elem = size_of(op.type);
+    for (int q = 0; q < m_; ++q) {
+      Worker& w = worker(q);
+      w.bytes_sent += total_bytes - slot_.gather[static_cast<std::size_t>((q + 1) % m_)].send_count * elem;
+      w.messages_sent += static_cast<std::uint64_t>(m_ - 1);
+    }
+  }
+
   template <class T>
   std::vector<T>& scratch() {
     if constexpr (std::is_same_v<T, float>) return scratch_f32_;

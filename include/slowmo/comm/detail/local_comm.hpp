@@ -2,6 +2,8 @@
 // in-process backend (simulator or threads), and the loop that runs the workers.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <span>
 #include <string_view>
@@ -29,6 +31,30 @@ class LocalComm {
   }
   double exchange(std::span<const double> out, double weight, int dest, std::span<double> in, int source) {
     return engine_->exchange(rank_, out, weight, dest, in, source);
+  }
+  // GatherCommunicator (core/communicator.hpp): one overload per element type, so that
+  // anything convertible to a span (a std::vector, say) may be passed.
+  void all_gather(std::span<const float> send, std::span<float> recv) { engine_->all_gather(rank_, send, recv); }
+  void all_gather(std::span<const double> send, std::span<double> recv) { engine_->all_gather(rank_, send, recv); }
+  void all_gather(std::span<const std::int32_t> send, std::span<std::int32_t> recv) {
+    engine_->all_gather(rank_, send, recv);
+  }
+  void all_gather(std::span<const std::uint8_t> send, std::span<std::uint8_t> recv) {
+    engine_->all_gather(rank_, send, recv);
+  }
+  std::size_t all_gather_v(std::span<const float> send, std::span<float> recv, std::span<std::size_t> counts) {
+    return engine_->all_gather_v(rank_, send, recv, counts);
+  }
+  std::size_t all_gather_v(std::span<const double> send, std::span<double> recv, std::span<std::size_t> counts) {
+    return engine_->all_gather_v(rank_, send, recv, counts);
+  }
+  std::size_t all_gather_v(std::span<const std::int32_t> send, std::span<std::int32_t> recv,
+                           std::span<std::size_t> counts) {
+    return engine_->all_gather_v(rank_, send, recv, counts);
+  }
+  std::size_t all_gather_v(std::span<const std::uint8_t> send, std::span<std::uint8_t> recv,
+                           std::span<std::size_t> counts) {
+    return engine_->all_gather_v(rank_, send, recv, counts);
   }
   /// Seconds since the run started: virtual on the simulator, wall-clock on threads.
   double now() const { return engine_->now(rank_); }

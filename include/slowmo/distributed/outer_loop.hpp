@@ -1,0 +1,285 @@
+// slowmo/distributed/outer_loop.hpp — OuterLoop<Base, Comm, Rule, Reduce>: the one loop behind
+// every periodic-synchronisation method. Every tau base steps each worker forms its
+// pseudo-gradient d_i = x0 - x_i, a reduce policy turns the workers' d_i into the shared d, an
+// outer rule moves x0 from d, and every worker restarts from x0. SlowMo, BMUF, DiLoCo,
+// Lookahead-as-outer, FedAvgM, FedAdam, FedYogi, FedAdagrad and the compressed variants are
+// choices of Rule and Reduce (slowmo/outer/, slowmo/compress/).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "slowmo/core/communicator.hpp"
+#include "slowmo/core/concepts.hpp"
+#include "slowmo/core/error.hpp"
+#include "slowmo/core/space.hpp"
+#include "slowmo/core/state.hpp"
+#include "slowmo/core/vector.hpp"
+#include "slowmo/distributed/detail/sync.hpp"
+#include "slowmo/distributed/reduce.hpp"
+#include "slowmo/outer/heavy_ball.hpp"
+#include "slowmo/outer/rule.hpp"
+#include "slowmo/outer/rules.hpp"
+
+namespace slowmo {
+
+/// Options of the outer loop itself (the rule and the reduce policy have their own).
+struct OuterLoopOptions {
+  std::int64_t tau = 48;              ///< base steps per outer step (SlowMo's tau, DiLoCo's H)
+  OnSync base_state = OnSync::keep;   ///< the base optimizer's state at each outer step
+  bool divide_by_lr = false;          ///< d_i = (x0 - x_i) / gamma, gamma the base's last lr (SlowMo); raw otherwise
+  bool broadcast_initial = true;      ///< start(x): every worker takes worker 0's parameters
+};
+
+namespace detail {
+template <class Base>
+using default_outer_rule = outer::HeavyBall<typename Base::scalar_type, space_of_t<Base>>;
+}  // namespace detail
+
+/// Each worker calls start(x) once, then step(x, g) with its own gradient. Every tau base
+/// steps, in place in x (no extra buffer):
+///  1. x = d_i = x0 - x_i, or (x0 - x_i) / gamma with divide_by_lr (rules::PseudoGradient);
+///  2. reduce(x): the shared d, the same on every worker;
+///  3. the base's state follows base_state (keep, reset, average);
+///  4. the rule's kernel: x0 moves from d and the rule's state; x = x0 on every worker, and
+///     the base is rebased there.
+/// What is computed: with reduce::Mean (the default), which commutes with step 1, the
+/// parameters are averaged and d = (x0 - mean_i x_i) [/ gamma], the formula of SlowMo's
+/// Algorithm 1 and of fairscale, in one pass with the rule (nothing is sent when the base has
+/// just averaged, e.g. LocalSgd). Every other policy reduces the workers' own d_i: in exact
+/// arithmetic mean_i d_i is the same, in floating point it differs by rounding.
+/// start(x) broadcasts worker 0's parameters (unless broadcast_initial = false) and anchors
+/// x0 there, identically on every worker, before the first gradient is computed.
+template <class Base, class Comm, class Rule = detail::default_outer_rule<Base>, class Reduce = reduce::Mean>
+class OuterLoop {
+  static_assert(check_optimizer<Base>(), "slowmo::OuterLoop<Base, Comm, Rule, Reduce>: Base must model slowmo::Optimizer");
+  static_assert(check_communicator<Comm>(),
+                "slowmo::OuterLoop<Base, Comm, Rule, Reduce>: Comm must model slowmo::Communicator");
+  static_assert(space_of_t<Base>::template communicates_with<Comm>,
+                "slowmo::OuterLoop: the base keeps its parameters in a memory space this communicator cannot read "
+                "(device memory needs a device communicator such as slowmo::cuda::Nccl)");
+  static_assert(check_outer_rule<Rule>(), "slowmo::OuterLoop<Base, Comm, Rule, Reduce>: Rule must model slowmo::OuterRule");
+  static_assert(std::is_same_v<typename Rule::scalar_type, typename Base::scalar_type> &&
+                    std::is_same_v<typename Rule::space_type, space_of_t<Base>>,
+                "slowmo::OuterLoop: the outer rule must have the base's scalar type and memory space");
+  static_assert(ReducePolicy<Reduce, typename Base::scalar_type, Comm>,
+                "slowmo::OuterLoop: Reduce must model slowmo::ReducePolicy (reduce(span, comm, ctx), visit_state, "
+                "visit_structure) for the base's scalar type");
+  static_assert(!detail::host_only_policy<Reduce> || std::is_same_v<space_of_t<Base>, Host>,
+                "slowmo::OuterLoop: this reduce policy (a compressor) runs on host memory only; the base keeps its "
+                "parameters on the device");
+
+ public:
+  using scalar_type = typename Base::scalar_type;
+  using space_type = space_of_t<Base>;  // buffers and outer updates live where the base's do
+  using vector_type = typename space_type::template vector<scalar_type>;
+  using ref_type = typename space_type::template ref<scalar_type>;
+  using const_ref_type = typename space_type::template const_ref<scalar_type>;
+  using options_type = OuterLoopOptions;
+  using base_type = Base;
+  using comm_type = Comm;
+  using rule_type = Rule;
+  using reduce_type = Reduce;
+
+  OuterLoop(Base base, Comm& comm, OuterLoopOptions options = {}, Rule rule = Rule{}, Reduce reduce = Reduce{})
+      : OuterLoop("OuterLoop", std::move(base), comm, options, std::move(rule), std::move(reduce)) {}
+
+  /// Before the first gradient: every worker takes worker 0's parameters (broadcast_initial)
+  /// and the nest is anchored there (x0 = x, the rule's state sized, the base rebased).
+  void start(ref_type x) {
+    detail::require_not_stepped(name(), steps_);
+    detail::check_step_sizes(name(), x.size(), x.size());
+    if (options_.broadcast_initial) comm().broadcast(as_span(x), 0);
+    rebase(x);
+  }
+
+  void step(ref_type x, const_ref_type g) {
+    detail::check_step_sizes(name(), x.size(), g.size(), x0_.size() > 0 ? x0_.size() : -1);
+    detail::require_started(name(), x0_.size() > 0);
+    // Everything that can refuse this step is checked before anything changes: an outer
+    // step that would divide by a zero learning rate, or a rule whose state does not fit,
+    // is refused before the base steps. (A base that cannot tell its next lr is checked
+    // after its step: then the base has moved.)
+    const bool outer = (steps_ + 1) % options_.tau == 0;
+    const std::optional<double> next = outer && options_.divide_by_lr ? slowmo::next_lr(base_) : std::nullopt;
+    if (next) check_gamma(*next, steps_ + 1);
+    if (outer) check_rule_state(x.size());
+    base_.step(x, g);
+    if (outer && options_.divide_by_lr && !next) check_gamma(static_cast<double>(base_.last_lr()), steps_ + 1);
+    ++steps_;
+    if (outer) outer_step(x);
+  }
+
+  scalar_type last_lr() const { return base_.last_lr(); }
+  std::int64_t steps() const { return steps_; }
+  std::int64_t outer_steps() const { return steps_ / options_.tau; }
+  const OuterLoopOptions& options() const { return options_; }
+  const Base& base() const { return base_; }
+  Base& base() { return base_; }
+  const Rule& rule() const { return rule_; }
+  Rule& rule() { return rule_; }
+  const Reduce& reduce_policy() const { return reduce_; }
+  Reduce& reduce_policy() { return reduce_; }
+  Comm& comm() const { return comm_.get(); }
+  /// The outer point x0 (empty before start).
+  const vector_type& outer_params() const { return x0_; }
+
+  /// After an outer step the parameters agree on every worker, and so does the base's state
+  /// unless it is kept (and the rule's, computed from the shared d; a reduce policy's
+  /// per-worker residual never does); in between, what the base's own steps left agreeing.
+  Agreement agreement() const {
+    const Agreement base = slowmo::agreement(base_);
+    if (steps_ == 0 || steps_ % options_.tau != 0) return base;
+    return {.parameters = true,
+            .state = detail::state_agrees_after(options_.base_state, base.state) && !detail::visits_buffers(reduce_)};
+  }
+
+  /// The parameters are now x (set from outside, or by start): x0 follows, the rule's state
+  /// is sized for it, and the base is rebased.
+  void rebase(const_ref_type x) {
+    x0_ = x;
+    rule_.init(x.size());
+    slowmo::rebase(base_, x);
+  }
+
+  /// Structural: tau positions the outer steps; divide_by_lr and the rule's and reduce
+  /// policy's own structure decide what their state means.
+  template <class F>
+  void visit_structure(F&& f, const StateScope* scope = nullptr) const {
+    f(StateKey{"combinator", scope}, name_);
+    f(StateKey{"tau", scope}, options_.tau);
+    f(StateKey{"divide_by_lr", scope}, options_.divide_by_lr);
+    const StateScope rule_scope{"rule", scope};
+    rule_.visit_structure(f, &rule_scope);
+    const StateScope reduce_scope{"reduce", scope};
+    reduce_.visit_structure(f, &reduce_scope);
+    const StateScope base_scope{"base", scope};
+    slowmo::visit_structure(base_, f, &base_scope);
+  }
+
+  template <class V>
+  void visit_state(V&& v, const StateScope* scope = nullptr) {
+    visit(*this, v, scope);
+  }
+  template <class V>
+  void visit_state(V&& v, const StateScope* scope = nullptr) const {
+    visit(*this, v, scope);
+  }
+
+ protected:
+  /// For presets with their own name (SlowMo): `name` is what errors and checkpoints call it.
+  OuterLoop(const char* name, Base base, Comm& comm, OuterLoopOptions options, Rule rule, Reduce reduce)
+      : name_(name),
+        options_(validated(name, options, base)),
+        base_(std::move(base)),
+        comm_(comm),
+        rule_(std::move(rule)),
+        reduce_(std::move(reduce)) {}
+
+ private:
+  const char* name() const { return name_; }
+
+  void check_gamma(double gamma, std::int64_t step) const {
+    if (!(gamma > 0))
+      throw invalid_option(detail::concat(
+          "slowmo::", name_, ": the base optimizer's learning rate is ", gamma, " at outer step ", step / options_.tau,
+          " (step ", step,
+          "); the pseudo-gradient is divided by it (divide_by_lr, as SlowMo): keep the lr > 0 or set divide_by_lr = "
+          "false"));
+  }
+
+  // A user's rule whose init(n) does not size its state would have its kernel read past its
+  // buffers: refused, naming the rule and the buffer.
+  void check_rule_state(Eigen::Index n) {
+    std::apply(
+        [&](const auto&... buffer) {
+          int index = 0;
+          (check_buffer(index++, static_cast<Eigen::Index>(buffer.size()), n), ...);
+        },
+        rule_.buffers());
+  }
+  void check_buffer(int index, Eigen::Index size, Eigen::Index n) const {
+    if (size != n)
+      throw invalid_option(detail::concat("slowmo::", name_, ": the outer rule ", detail::type_name<Rule>(),
+                                          " has a state buffer (buffers() #", index, ") of ", size,
+                                          " elements; the parameters have ", n,
+                                          ": its init(n) must size every buffer to n"));
+  }
+
+  void outer_step(ref_type x) {
+    const double gamma = static_cast<double>(base_.last_lr());
+    const std::int64_t round = steps_ / options_.tau - 1;
+    const ReduceContext reduce_ctx{.round = round, .agreed = slowmo::agreement(base_).parameters};
+    const rules::PseudoGradient<scalar_type> pseudo_gradient{scalar_type(gamma), options_.divide_by_lr};
+    const auto kernel = rule_.kernel(OuterContext{.round = round, .lr_scale = options_.divide_by_lr ? gamma : 1.0});
+    const Eigen::Index n = x.size();
+    std::apply(
+        [&](auto&... buffer) {
+          if constexpr (detail::exact_mean_policy<Reduce>) {
+            // The exact mean commutes with forming the pseudo-gradient: average the
+            // parameters, then d = (x0 - x_bar) [/ gamma] and the rule in one pass.
+            reduce_.reduce(as_span(x), comm(), reduce_ctx);
+            detail::apply_sync_policy(options_.base_state, base_, comm());
+            space_type::for_each(n, rules::PseudoGradientThen<scalar_type, decltype(kernel)>{pseudo_gradient, kernel},
+                                 x.data(), x0_.data(), buffer.data()...);
+          } else {
+            // Any other policy sees each worker's own d_i (to compress it, keep a residual).
+            space_type::for_each(n, pseudo_gradient, x.data(), x0_.data());
+            reduce_.reduce(as_span(x), comm(), reduce_ctx);
+            detail::apply_sync_policy(options_.base_state, base_, comm());
+            space_type::for_each(n, kernel, x.data(), x0_.data(), buffer.data()...);
+          }
+        },
+        rule_.buffers());
+    slowmo::rebase(base_, x);
+  }
+
+  template <class Self, class V>
+  static void visit(Self& self, V& v, const StateScope* scope) {
+    v(StateKey{"outer_params", scope}, self.x0_, StateKind::anchor);
+    const StateScope rule_scope{"rule", scope};
+    self.rule_.visit_state(v, &rule_scope);
+    const StateScope reduce_scope{"reduce", scope};
+    self.reduce_.visit_state(v, &reduce_scope);
+    v(StateKey{"steps", scope}, self.steps_, StateKind::progress);
+    const StateScope base_scope{"base", scope};
+    self.base_.visit_state(v, &base_scope);
+  }
+
+  static OuterLoopOptions validated(const char* name, const OuterLoopOptions& o, const Base& base) {
+    detail::require_option(o.tau >= 1, name, "tau", o.tau, "must be >= 1 (base steps per outer step)");
+    // A base that averages by itself after steps offset + j * period (LocalSgd: W + jH):
+    // every outer step (a multiple of tau) falls on one of them iff both tau and the offset
+    // are multiples of the period.
+    if constexpr (requires { base.period(); base.period_offset(); })
+      detail::require_option(o.tau % base.period() == 0 && base.period_offset() % base.period() == 0, name,
+                             "tau", o.tau,
+                             detail::concat("every outer step must fall on an average of the base, which averages "
+                                            "after steps W + j H with H = ",
+                                            base.period(), " and W = warmup_steps = ", base.period_offset(),
+                                            ": make tau and warmup_steps multiples of H"));
+    return o;
+  }
+
+  const char* name_;
+  OuterLoopOptions options_;
+  Base base_;
+  detail::CommHolder<Comm> comm_;
+  Rule rule_;
+  Reduce reduce_;
+  vector_type x0_;
+  std::int64_t steps_ = 0;
+};
+
+/// Builds an OuterLoop, deducing every type: `outer_loop(base, comm, {.tau = 10},
+/// outer::FedAdam<float>({.lr = 0.01}))`.
+template <class Base, class Comm, class Rule = detail::default_outer_rule<Base>, class Reduce = reduce::Mean>
+OuterLoop<Base, Comm, Rule, Reduce> outer_loop(Base base, Comm& comm, OuterLoopOptions options = {}, Rule rule = Rule{},
+                                               Reduce reduce = Reduce{}) {
+  return {std::move(base), comm, options, std::move(rule), std::move(reduce)};
+}
+
+}  // namespace slowmo
