@@ -1,11 +1,12 @@
 // slowmo/slowmo.hpp — everything that needs nothing beyond Eigen (and std::thread):
-// optimizers, outer rules, reduce policies, schedules, and the in-process communicators (simulator and threads). The
+// optimizers, outer rules, reduce policies and compressors, schedules, and the in-process communicators (simulator and threads). The
 // MPI backend is in slowmo/mpi.hpp.
 #pragma once
 
 #include "slowmo/comm/simulator.hpp"
 #include "slowmo/comm/single_worker.hpp"
 #include "slowmo/comm/threads.hpp"
+#include "slowmo/compress.hpp"
 #include "slowmo/core/checkpoint.hpp"
 #include "slowmo/core/communicator.hpp"
 #include "slowmo/core/concepts.hpp"

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include <slowmo/compress.hpp>
 #include <slowmo/slowmo.hpp>
 
 namespace zoo {
@@ -89,6 +90,37 @@ void for_each_composition(F&& f, Config cfg = {}) {
   f("fedadagrad_divided", 1, [=](auto& c) {
     return outer_loop(Nesterov<T, Cos>({.lr = 0.1, .non_finite = nf}, {.total_steps = 40}), c,
                       {.tau = 4, .divide_by_lr = true}, outer::FedAdagrad<T>({.lr = 0.05, .momentum = 0.5}));
+  });
+  // compressed reduce policies with error feedback (slowmo/compress/)
+  using compress::Compressed;
+  f("slowmo_ef_top_k", 1, [=](auto& c) {
+    return outer_loop(Sgd<T>({.lr = 0.1, .non_finite = nf}), c, {.tau = 3, .divide_by_lr = true},
+                      outer::HeavyBall<T>({.momentum = 0.5}), Compressed(compress::TopK<T>({.fraction = 0.25})));
+  });
+  f("diloco_random_k", 1, [=](auto& c) {
+    return outer_loop(AdamW<T>({.lr = 0.05, .non_finite = nf}), c, {.tau = 4},
+                      outer::HeavyBall<T>({.lr = 0.7, .momentum = 0.9, .nesterov = true}),
+                      Compressed(compress::RandomK<T>({.fraction = 0.5}), {.seed = 7}));
+  });
+  f("fedadam_sign", 1, [=](auto& c) {
+    return outer_loop(Sgd<T>({.lr = 0.1, .non_finite = nf}), c, {.tau = 3}, outer::FedAdam<T>({.lr = 0.05}),
+                      Compressed(compress::SignScale<T>()));
+  });
+  f("slowmo_qsgd_no_ef", 1, [=](auto& c) {
+    return outer_loop(Nesterov<T>({.lr = 0.1, .non_finite = nf}), c, {.tau = 4, .base_state = OnSync::reset},
+                      outer::HeavyBall<T>({.momentum = 0.6}),
+                      Compressed(compress::Qsgd<T>({.levels = 4}), {.error_feedback = false, .seed = 3}));
+  });
+  f("slowmo_bf16", 1, [=](auto& c) {
+    return outer_loop(Sgd<T>({.lr = 0.1, .momentum = 0.5, .non_finite = nf}), c, {.tau = 6},
+                      outer::HeavyBall<T>({.momentum = 0.5}), Compressed(compress::LowPrecision<T>()));
+  });
+  f("sparseloco", 1, [=](auto& c) {
+    return sparseloco(AdamW<T>({.lr = 0.05, .non_finite = nf}), c, {.H = 4, .chunk = 8, .k = 2});
+  });
+  f("ar_sgd_ef_top_k", 1, [=](auto& c) {
+    return GradientAllReduce(Sgd<T>({.lr = 0.1, .momentum = 0.9, .non_finite = nf}), c, {},
+                             Compressed(compress::TopK<T>({.k = 4})));
   });
   f("slowmo_local_sgd", 1, [=](auto& c) {
     return SlowMo(LocalSgd(Sgd<T>({.lr = 0.1, .non_finite = nf}), c, {.H = 3}), c, {.tau = 6, .beta = 0.5});

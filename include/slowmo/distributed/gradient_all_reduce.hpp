@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "slowmo/core/communicator.hpp"
@@ -11,17 +12,19 @@
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
 #include "slowmo/distributed/detail/sync.hpp"
+#include "slowmo/distributed/reduce.hpp"
 
 namespace slowmo {
 
-/// Gradient all-reduce (AR-SGD, AR-Adam, ...): after start(x), every step averages the
-/// gradients over the workers, then the base steps with the average, so all replicas stay
-/// identical.
+/// Gradient all-reduce (AR-SGD, AR-Adam, ...): after start(x), every step reduces the
+/// gradients over the workers with the reduce policy (the exact mean by default; a compressor
+/// with error feedback, as PyTorch's PowerSGD communication hook, from slowmo/compress/), then
+/// the base steps with the result, so all replicas stay identical.
 struct GradientAllReduceOptions {
   bool broadcast_initial = true;  ///< start(x): every worker takes worker 0's parameters
 };
 
-template <class Base, class Comm>
+template <class Base, class Comm, class Reduce = reduce::Mean>
 class GradientAllReduce {
   static_assert(check_optimizer<Base>(), "slowmo::GradientAllReduce<Base, Comm>: Base must model slowmo::Optimizer");
   static_assert(check_communicator<Comm>(),
@@ -29,6 +32,12 @@ class GradientAllReduce {
   static_assert(space_of_t<Base>::template communicates_with<Comm>,
                 "slowmo::GradientAllReduce<Base, Comm>: the base keeps its parameters in a memory space this "
                 "communicator cannot read (device memory needs a device communicator such as slowmo::cuda::Nccl)");
+  static_assert(ReducePolicy<Reduce, typename Base::scalar_type, Comm>,
+                "slowmo::GradientAllReduce: Reduce must model slowmo::ReducePolicy (reduce(span, comm, ctx), "
+                "visit_state, visit_structure) for the base's scalar type");
+  static_assert(!detail::host_only_policy<Reduce> || std::is_same_v<space_of_t<Base>, Host>,
+                "slowmo::GradientAllReduce: this reduce policy (a compressor) runs on host memory only; the base keeps "
+                "its parameters on the device");
 
  public:
   using scalar_type = typename Base::scalar_type;
@@ -39,9 +48,10 @@ class GradientAllReduce {
   using options_type = GradientAllReduceOptions;
   using base_type = Base;
   using comm_type = Comm;
+  using reduce_type = Reduce;
 
-  GradientAllReduce(Base base, Comm& comm, GradientAllReduceOptions options = {})
-      : options_(options), base_(std::move(base)), comm_(comm) {}
+  GradientAllReduce(Base base, Comm& comm, GradientAllReduceOptions options = {}, Reduce reduce = Reduce{})
+      : options_(options), base_(std::move(base)), comm_(comm), reduce_(std::move(reduce)) {}
 
   /// Before the first gradient: every worker takes worker 0's parameters (broadcast_initial)
   /// and the base is anchored there.
@@ -59,7 +69,7 @@ class GradientAllReduce {
     detail::check_own_gradient("GradientAllReduce", base_, g, base_.steps() + 1);
     if (grad_.size() != g.size()) grad_.resize(g.size());  // scratch: the only allocation
     grad_ = g;
-    comm_.get().all_reduce(as_span(grad_), ReduceOp::mean);
+    reduce_.reduce(as_span(grad_), comm_.get(), ReduceContext{.round = base_.steps(), .agreed = false});
     base_.step(x, grad_);
   }
 
@@ -67,6 +77,8 @@ class GradientAllReduce {
   std::int64_t steps() const { return base_.steps(); }
   const Base& base() const { return base_; }
   Base& base() { return base_; }
+  const Reduce& reduce_policy() const { return reduce_; }
+  Reduce& reduce_policy() { return reduce_; }
 
   /// The parameters are now x (set from outside, or by start): the base follows.
   void rebase(const_ref_type x) {
@@ -74,34 +86,44 @@ class GradientAllReduce {
     slowmo::rebase(base_, x);
   }
 
-  /// Every worker applies the same averaged gradient to the same parameters and state.
+  /// Every worker applies the same reduced gradient to the same parameters and state (a
+  /// reduce policy's per-worker residual aside).
   Agreement agreement() const {
     if (base_.steps() == 0) return {};
-    return {.parameters = true, .state = true};
+    return {.parameters = true, .state = !detail::visits_buffers(reduce_)};
   }
 
   template <class V>
   void visit_state(V&& v, const StateScope* scope = nullptr) {
-    const StateScope base_scope{"base", scope};
-    base_.visit_state(v, &base_scope);
+    visit(*this, v, scope);
   }
   template <class V>
   void visit_state(V&& v, const StateScope* scope = nullptr) const {
-    const StateScope base_scope{"base", scope};
-    base_.visit_state(v, &base_scope);
+    visit(*this, v, scope);
   }
 
   template <class F>
   void visit_structure(F&& f, const StateScope* scope = nullptr) const {
     f(StateKey{"combinator", scope}, "GradientAllReduce");
+    const StateScope reduce_scope{"reduce", scope};
+    reduce_.visit_structure(f, &reduce_scope);
     const StateScope base_scope{"base", scope};
     slowmo::visit_structure(base_, f, &base_scope);
   }
 
  private:
+  template <class Self, class V>
+  static void visit(Self& self, V& v, const StateScope* scope) {
+    const StateScope reduce_scope{"reduce", scope};
+    self.reduce_.visit_state(v, &reduce_scope);
+    const StateScope base_scope{"base", scope};
+    self.base_.visit_state(v, &base_scope);
+  }
+
   GradientAllReduceOptions options_;
   Base base_;
   detail::CommHolder<Comm> comm_;
+  Reduce reduce_;
   vector_type grad_;
   bool started_ = false;  // start(x) or a rebase anchored it (derived again from the steps after a resume)
 };

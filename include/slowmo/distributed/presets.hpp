@@ -6,9 +6,12 @@
 #include <utility>
 
 #include "slowmo/comm/single_worker.hpp"
+#include "slowmo/compress/sparseloco.hpp"
 #include "slowmo/distributed/local_sgd.hpp"
+#include "slowmo/distributed/outer_loop.hpp"
 #include "slowmo/distributed/slowmo.hpp"
 #include "slowmo/optim/adam.hpp"
+#include "slowmo/outer/heavy_ball.hpp"
 
 namespace slowmo {
 
@@ -85,6 +88,30 @@ SlowMo<Base, SingleWorker> lookahead_as_slowmo(Base base, std::int64_t k, double
                                      .beta = 0.0,
                                      .base_state = OnSync::keep,
                                      .divide_by_lr = false});
+}
+
+/// SparseLoCo (Sarfi, Therien, Lidin, Belilovsky 2025, arXiv:2508.15706): H inner steps, then
+/// the pseudo-gradient into a decayed error-feedback accumulator e = beta e + d, chunk-wise
+/// top-k of e with 2-bit values sent (compress::sparseloco_reduce), and a plain outer SGD step
+/// x0 -= outer_lr mean_j c_j: the accumulator stands in for DiLoCo's outer momentum. The
+/// paper's inner optimizer is AdamW, its base state kept; H is swept in the paper (no single
+/// default): 30 here.
+struct SparseLoCoOptions {
+  std::int64_t H = 30;
+  double outer_lr = 1.0;
+  std::int64_t chunk = 4096;     ///< entries per chunk (the paper's 64 x 64 blocks, flattened)
+  std::int64_t k = 64;           ///< kept per chunk: 1.56 % density
+  int value_bits = 2;
+  double error_decay = 0.95;     ///< beta
+};
+
+template <class Base, class Comm>
+auto sparseloco(Base base, Comm& comm, SparseLoCoOptions o = {}) {
+  using T = typename Base::scalar_type;
+  return outer_loop(std::move(base), comm, {.tau = o.H, .base_state = OnSync::keep},
+                    outer::HeavyBall<T>({.lr = o.outer_lr, .momentum = 0.0}),
+                    compress::sparseloco_reduce<T>(
+                        {.chunk = o.chunk, .k = o.k, .value_bits = o.value_bits, .error_decay = o.error_decay}));
 }
 
 }  // namespace slowmo
