@@ -18,6 +18,8 @@
 #include <map>
 #include <slowmo/compress.hpp>
 #include <slowmo/slowmo.hpp>
+
+#include "triad.hpp"
 #include <span>
 #include <string>
 
@@ -26,29 +28,8 @@ namespace {
 using slowmo::Vector;
 namespace cz = slowmo::compress;
 
-template <class T>
-void triad(Vector<T>& a, const Vector<T>& b, const Vector<T>& c) {
-  a.noalias() = b + T(1.0001) * c;
-  benchmark::DoNotOptimize(a.data());
-  benchmark::ClobberMemory();
-}
-
-/// The best of many timed triads (seconds), once per (size, type).
-template <class T>
-double triad_seconds(Eigen::Index n) {
-  static std::map<Eigen::Index, double> cache;
-  double& t = cache[n];
-  if (t > 0) return t;
-  Vector<T> a = Vector<T>::Zero(n), b = Vector<T>::Ones(n), c = Vector<T>::Ones(n);
-  double best = 1e30;
-  const int reps = n <= (1 << 16) ? 20000 : n <= (1 << 20) ? 500 : 30;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    triad(a, b, c);
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return t = best;
-}
+using bench::triad;
+using bench::triad_seconds;
 
 template <class T>
 void report(benchmark::State& state, Eigen::Index n) {

@@ -21,33 +21,14 @@
 #include <slowmo/outer/rules.hpp>
 #include <slowmo/slowmo.hpp>
 
+#include "triad.hpp"
+
 namespace {
 
 using slowmo::Vector;
 
-template <class T>
-void triad(Vector<T>& a, const Vector<T>& b, const Vector<T>& c) {
-  a.noalias() = b + T(1.0001) * c;
-  benchmark::DoNotOptimize(a.data());
-  benchmark::ClobberMemory();
-}
-
-/// The best of many timed triads (bytes per second), measured once per (size, type).
-template <class T>
-double triad_bandwidth(Eigen::Index n) {
-  static std::map<Eigen::Index, double> cache;
-  double& bw = cache[n];
-  if (bw > 0) return bw;
-  Vector<T> a = Vector<T>::Zero(n), b = Vector<T>::Ones(n), c = Vector<T>::Ones(n);
-  double best = 1e30;
-  const int reps = n <= (1 << 16) ? 20000 : n <= (1 << 20) ? 500 : 30;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    triad(a, b, c);
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return bw = 3.0 * sizeof(T) * double(n) / best;
-}
+using bench::triad;
+using bench::triad_bandwidth;
 
 template <class T>
 void report(benchmark::State& state, Eigen::Index n, int arrays) {

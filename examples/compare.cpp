@@ -1,4 +1,4 @@
-// compare: the flagship comparison. Eight algorithms train the same heterogeneous softmax
+// compare: the flagship comparison. Eleven algorithms train the same heterogeneous softmax
 // regression on 16 simulated workers over a modelled network; writes a CSV and PNG plots of
 // the loss against steps and against simulated wall-clock time, and prints a summary.
 //
@@ -62,6 +62,9 @@ int main(int argc, char** argv) {
       {"AR-SGD", runner(A::ar_sgd)},
       {"Local SGD (H 12)", runner(A::local_sgd)},
       {"SGP (1 peer)", runner(A::sgp)},
+      {"SlowMo (tau 12)", runner(A::slowmo)},
+      {"SlowMo, EF top-1% (tau 12)", runner(A::slowmo_ef_top_k)},
+      {"SparseLoCo, top-1% (H 12)", runner(A::sparseloco)},
       {"SlowMo over Local SGD (H 4, tau 12)", runner(A::slowmo_local_sgd)},
       {"SlowMo over SGP (tau 12)", runner(A::slowmo_sgp)},
       {"BMUF-NBM (tau 12)", runner(A::bmuf)},

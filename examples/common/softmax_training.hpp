@@ -86,6 +86,17 @@ struct Algorithms {
   static auto slowmo_local_sgd(Comm& c) {
     return slowmo::SlowMo(slowmo::LocalSgd(sgd(), c, {.H = 4}), c, {.tau = 12, .alpha = 1.0, .beta = 0.7});
   }
+  static auto slowmo(Comm& c) { return slowmo::SlowMo(sgd(), c, {.tau = 12, .beta = 0.7}); }
+  /// The same SlowMo, but each worker sends the top 1% of its pseudo-gradient plus residual
+  /// (error feedback): an all-gather of (index, value) pairs instead of a dense all-reduce.
+  static auto slowmo_ef_top_k(Comm& c) {
+    return slowmo::outer_loop(sgd(), c, {.tau = 12, .base_state = slowmo::OnSync::reset, .divide_by_lr = true},
+                              slowmo::outer::HeavyBall<F>({.lr = 1.0, .momentum = 0.7}),
+                              slowmo::compress::compressed(slowmo::compress::TopK<F>({.fraction = 0.01})));
+  }
+  /// SparseLoCo's reduction (top-k of a decayed error-feedback accumulator, 2-bit values) with a
+  /// momentum-free outer step, over the same SGD; chunks of 650 entries (the model), k = 7 (1%).
+  static auto sparseloco(Comm& c) { return slowmo::sparseloco(sgd(), c, {.H = 12, .chunk = 650, .k = 7}); }
   static auto slowmo_sgp(Comm& c) { return slowmo::SlowMo(slowmo::Sgp(sgd(), c), c, {.tau = 12, .beta = 0.7}); }
   static auto bmuf(Comm& c) { return slowmo::bmuf(plain(), c, {.tau = 12, .nesterov = true}); }
   static auto diloco(Comm& c) {  // the same cosine decay of its inner lr, as the DiLoCo paper does

@@ -224,6 +224,22 @@ TEST_CASE_TEMPLATE("every optimizer and combinator gives the same numbers in the
         return SlowMo(Sgp(Sgd<T, Const, M>({.lr = 0.1}), c, Ring(c.size(), 2)), c, {.tau = 4, .beta = 0.5});
       });
   same_in_both_spaces<T>(
+      "outer loop, FedYogi over Adam, reset", 3,
+      [](auto& c) {
+        return outer_loop(Adam<T>({.lr = 0.05}), c, {.tau = 4, .base_state = OnSync::reset},
+                          outer::FedYogi<T>({.lr = 0.05}));
+      },
+      [](auto& c) {
+        return outer_loop(Adam<T, Const, M>({.lr = 0.05}), c, {.tau = 4, .base_state = OnSync::reset},
+                          outer::FedYogi<T, M>({.lr = 0.05}));
+      });
+  same_in_both_spaces<T>(
+      "outer loop, FedAdam on d / gamma", 2,
+      [](auto& c) { return outer_loop(Sgd<T>({.lr = 0.1}), c, {.tau = 3, .divide_by_lr = true}, outer::FedAdam<T>()); },
+      [](auto& c) {
+        return outer_loop(Sgd<T, Const, M>({.lr = 0.1}), c, {.tau = 3, .divide_by_lr = true}, outer::FedAdam<T, M>());
+      });
+  same_in_both_spaces<T>(
       "diloco", 2, [](auto& c) { return diloco<T>(c, {.H = 5, .inner_lr = 0.05}); },
       [](auto& c) { return diloco<T, M>(c, {.H = 5, .inner_lr = 0.05}); });
 }
@@ -245,4 +261,8 @@ TEST_CASE("each update is one pass over memory: one for_each per step, one per o
   CHECK(passes_of(Lookahead(Sgd<float, Const, M>({.lr = 0.1}), {.k = 2}), 4) == 4 + 2);
   // SlowMo tau = 3 on one worker: 6 base steps and 2 outer updates.
   CHECK(passes_of(lookahead_as_slowmo(Sgd<float, Const, M>({.lr = 0.1}), 3, 0.5), 6) == 6 + 2);
+  // The outer loop with an adaptive rule: the pseudo-gradient and FedAdam in the same pass.
+  SingleWorker solo;
+  CHECK(passes_of(outer_loop(Sgd<float, Const, M>({.lr = 0.1}), solo, {.tau = 3}, outer::FedAdam<float, M>()), 6) ==
+        6 + 2);
 }

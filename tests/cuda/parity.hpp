@@ -52,11 +52,14 @@ enum class Config {
   lookahead_sgd_reset,
   lookahead_adamw,
   lookahead_as_slowmo,
+  outer_fedyogi,
+  outer_fedadam_divided,
 };
 inline constexpr Config all_configs[] = {Config::sgd,          Config::sgd_momentum,        Config::sgd_maximize,
                                          Config::nesterov_cosine, Config::adam,           Config::adam_l2_maximize,
                                          Config::adamw,        Config::adam_amsgrad,        Config::lookahead_sgd_reset,
-                                         Config::lookahead_adamw, Config::lookahead_as_slowmo};
+                                         Config::lookahead_adamw, Config::lookahead_as_slowmo,
+                                         Config::outer_fedyogi,   Config::outer_fedadam_divided};
 
 inline const char* name(Config c) {
   switch (c) {
@@ -71,6 +74,8 @@ inline const char* name(Config c) {
     case Config::lookahead_sgd_reset: return "lookahead(sgd), reset";
     case Config::lookahead_adamw: return "lookahead(adamw)";
     case Config::lookahead_as_slowmo: return "lookahead as slowmo (the SlowMo outer rule)";
+    case Config::outer_fedyogi: return "outer loop, FedYogi rule, one worker";
+    case Config::outer_fedadam_divided: return "outer loop, FedAdam rule on d / gamma, one worker";
   }
   return "?";
 }
@@ -98,6 +103,15 @@ void with_optimizer(Config c, F&& f) {
                          {.k = 4, .alpha = 0.5, .base_state = OnSync::reset}));
     case Config::lookahead_adamw: return f(Lookahead(AdamW<T, Const, Space>({.lr = 0.05}), {.k = 3, .alpha = 0.8}));
     case Config::lookahead_as_slowmo: return f(lookahead_as_slowmo(Nesterov<T, Const, Space>({.lr = 0.1}), 4, 0.7));
+    case Config::outer_fedyogi: {
+      SingleWorker solo;  // (empty: the loop keeps its own copy)
+      return f(outer_loop(Adam<T, Const, Space>({.lr = 0.05}), solo, {.tau = 3}, outer::FedYogi<T, Space>({.lr = 0.05})));
+    }
+    case Config::outer_fedadam_divided: {
+      SingleWorker solo;
+      return f(outer_loop(Sgd<T, Const, Space>({.lr = 0.1}), solo, {.tau = 4, .divide_by_lr = true},
+                          outer::FedAdam<T, Space>()));
+    }
   }
 }
 

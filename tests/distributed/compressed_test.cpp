@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -133,4 +134,28 @@ TEST_CASE_TEMPLATE("lossless settings are the uncompressed loop bit for bit", T,
   const auto ar_full = zoo::trajectories<T>(
       3, 8, [](auto& c) { return GradientAllReduce(Sgd<T>({.lr = 0.1}), c, {}, top_k<T>(1.0, false)); });
   CHECK(ar == ar_full);
+}
+
+TEST_CASE("a compressor option that does not fit the vector is refused at start, before x moves") {
+  using namespace slowmo;
+  sim::run({.workers = 2}, [](sim::Comm& c) {
+    auto opt = outer_loop(Sgd<double>({.lr = 0.1}), c, {.tau = 2}, outer::HeavyBall<double>(),
+                          compress::compressed(compress::TopK<double>({.k = 20})));
+    Vector<double> x = Vector<double>::Constant(13, double(c.rank()));
+    const Vector<double> before = x;
+    std::string message;
+    try {
+      opt.start(x);
+    } catch (const invalid_option& e) {
+      message = e.what();
+    }
+    CHECK(message.find("compress::TopK: option 'k' = 20") != std::string::npos);
+    CHECK(x == before);
+    CHECK(opt.outer_params().size() == 0);
+    CHECK(opt.reduce_policy().residual().size() == 0);
+    auto ar = GradientAllReduce(Sgd<double>({.lr = 0.1}), c, {},
+                                compress::compressed(compress::PowerSgd<double>({.rank = 5, .rows = 13})));
+    CHECK_THROWS_WITH_AS(ar.start(x), doctest::Contains("compress::PowerSgd: option 'rank' = 5"), invalid_option);
+    CHECK(x == before);
+  });
 }

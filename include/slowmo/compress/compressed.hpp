@@ -50,7 +50,7 @@ struct CompressedOptions {
 ///   p = d + beta e                     (error feedback; p = d without)
 ///   v = mean_j C(p_j)                  (compressor.reduce: identical bits on every worker)
 ///   e = p - C(p)                       (this worker's part that was not sent)
-/// e is a Vector<T> of the vector's size, allocated by the first reduce and visited as the
+/// e is a Vector<T> of the vector's size, allocated by init(n) (or the first reduce) and visited as the
 /// accumulator "residual" (a reset zeroes it; OnSync::average averages it); the compressor's
 /// own state (PowerSgd's Q) is visited after it, in the same scope.
 ///
@@ -70,6 +70,15 @@ class Compressed {
 
   explicit Compressed(C compressor = C{}, CompressedOptions options = {})
       : compressor_(std::move(compressor)), options_(validated(options)) {}
+
+  /// Ready for vectors of n elements (the combinators call it at start and rebase): checks the
+  /// compressor's options against n and sizes the residual (zero) and the scratch, so that the
+  /// first reduction neither throws for options nor allocates. A residual of that size is kept.
+  void init(std::size_t n) {
+    if (n == 0) return;
+    if constexpr (requires { compressor_.prepare(n); }) compressor_.prepare(n);  // throws before anything changes
+    if (options_.error_feedback && std::size_t(residual_.size()) != n) residual_.setZero(Eigen::Index(n));
+  }
 
   template <class Comm>
   void reduce(std::span<scalar_type> v, Comm& comm, const ReduceContext& ctx) {

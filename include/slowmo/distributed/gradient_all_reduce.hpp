@@ -58,6 +58,8 @@ class GradientAllReduce {
   void start(ref_type x) {
     detail::require_not_stepped("GradientAllReduce", base_.steps());
     detail::check_step_sizes("GradientAllReduce", x.size(), x.size());
+    // The reduce policy checks its options against n (a compressor's k) before x moves.
+    detail::init_policy(reduce_, static_cast<std::size_t>(x.size()));
     if (options_.broadcast_initial) comm_.get().broadcast(as_span(x), 0);
     rebase(x);
   }
@@ -82,6 +84,7 @@ class GradientAllReduce {
 
   /// The parameters are now x (set from outside, or by start): the base follows.
   void rebase(const_ref_type x) {
+    detail::init_policy(reduce_, static_cast<std::size_t>(x.size()));  // (may refuse n: before anything changes)
     started_ = true;
     slowmo::rebase(base_, x);
   }

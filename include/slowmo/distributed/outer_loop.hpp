@@ -92,6 +92,8 @@ class OuterLoop {
   void start(ref_type x) {
     detail::require_not_stepped(name(), steps_);
     detail::check_step_sizes(name(), x.size(), x.size());
+    // The reduce policy checks its options against n (a compressor's k) before x moves.
+    detail::init_policy(reduce_, static_cast<std::size_t>(x.size()));
     if (options_.broadcast_initial) comm().broadcast(as_span(x), 0);
     rebase(x);
   }
@@ -137,9 +139,10 @@ class OuterLoop {
             .state = detail::state_agrees_after(options_.base_state, base.state) && !detail::visits_buffers(reduce_)};
   }
 
-  /// The parameters are now x (set from outside, or by start): x0 follows, the rule's state
-  /// is sized for it, and the base is rebased.
+  /// The parameters are now x (set from outside, or by start): x0 follows, the rule's and the
+  /// reduce policy's state are sized for it, and the base is rebased.
   void rebase(const_ref_type x) {
+    detail::init_policy(reduce_, static_cast<std::size_t>(x.size()));  // (may refuse n: before anything changes)
     x0_ = x;
     rule_.init(x.size());
     slowmo::rebase(base_, x);

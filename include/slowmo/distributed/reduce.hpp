@@ -22,7 +22,9 @@ struct ReduceContext {
 
 /// A reduce policy: `reduce(v, comm, ctx)` turns this worker's v (in place) into the shared
 /// vector, the same on every worker; it may keep per-worker state (an error-feedback
-/// residual), which it visits like an optimizer's (`visit_state(v, scope)`, const and not).
+/// residual), which it visits like an optimizer's (`visit_state(v, scope)`, const and not),
+/// and may offer `init(n)`, which the combinators call when they anchor (start, rebase) so
+/// that its state exists, and its options are checked against n, before the first step.
 template <class P, class T, class Comm>
 concept ReducePolicy = requires(P& p, const P& cp, std::span<T> v, Comm& comm, const ReduceContext& ctx) {
   p.reduce(v, comm, ctx);
@@ -69,6 +71,12 @@ template <class P>
 concept exact_mean_policy = requires {
   requires P::exact_mean;
 };
+
+/// p.init(n) where the policy has it.
+template <class P>
+void init_policy(P& p, std::size_t n) {
+  if constexpr (requires { p.init(n); }) p.init(n);
+}
 
 /// Whether p visits any buffer (per-worker state such as an error-feedback residual).
 template <class P>
