@@ -90,9 +90,8 @@ struct Algorithms {
   /// The same SlowMo, but each worker sends the top 1% of its pseudo-gradient plus residual
   /// (error feedback): an all-gather of (index, value) pairs instead of a dense all-reduce.
   static auto slowmo_ef_top_k(Comm& c) {
-    return slowmo::outer_loop(sgd(), c, {.tau = 12, .base_state = slowmo::OnSync::reset, .divide_by_lr = true},
-                              slowmo::outer::HeavyBall<F>({.lr = 1.0, .momentum = 0.7}),
-                              slowmo::compress::compressed(slowmo::compress::TopK<F>({.fraction = 0.01})));
+    return slowmo::SlowMo(sgd(), c, {.tau = 12, .beta = 0.7},
+                          slowmo::compress::compressed(slowmo::compress::TopK<F>({.fraction = 0.01})));
   }
   /// SparseLoCo's reduction (top-k of a decayed error-feedback accumulator, 2-bit values) with a
   /// momentum-free outer step, over the same SGD; chunks of 650 entries (the model), k = 7 (1%).

@@ -94,8 +94,8 @@ void for_each_composition(F&& f, Config cfg = {}) {
   // compressed reduce policies with error feedback (slowmo/compress/)
   using compress::Compressed;
   f("slowmo_ef_top_k", 1, [=](auto& c) {
-    return outer_loop(Sgd<T>({.lr = 0.1, .non_finite = nf}), c, {.tau = 3, .divide_by_lr = true},
-                      outer::HeavyBall<T>({.momentum = 0.5}), Compressed(compress::TopK<T>({.fraction = 0.25})));
+    return SlowMo(Sgd<T>({.lr = 0.1, .non_finite = nf}), c, {.tau = 3, .beta = 0.5},
+                  Compressed(compress::TopK<T>({.fraction = 0.25})));
   });
   f("diloco_random_k", 1, [=](auto& c) {
     return outer_loop(AdamW<T>({.lr = 0.05, .non_finite = nf}), c, {.tau = 4},

@@ -1,4 +1,4 @@
-// slowmo/distributed/slowmo.hpp — SlowMo<Base, Comm>: slow momentum over periodic exact averaging
+// slowmo/distributed/slowmo.hpp — SlowMo<Base, Comm, Reduce>: slow momentum over periodic exact averaging
 // (Wang, Tantia, Ballas, Rabbat, ICLR 2020, Algorithm 1), the outer loop with the heavy-ball
 // rule on the pseudo-gradient divided by the base's learning rate.
 #pragma once
@@ -32,16 +32,18 @@ struct SlowMoOptions {
 ///                                       averaged, e.g. LocalSgd)
 ///   u = beta u + d;  x0 = x0 - alpha gamma u   (or the Nesterov form);  x = x0 everywhere.
 /// With divide_by_lr = false the pseudo-gradient is x0 - x_i and the outer lr is alpha.
-template <class Base, class Comm>
-class SlowMo : public OuterLoop<Base, Comm, outer::HeavyBall<typename Base::scalar_type, space_of_t<Base>>> {
-  using loop = OuterLoop<Base, Comm, outer::HeavyBall<typename Base::scalar_type, space_of_t<Base>>>;
+/// A reduce policy other than the exact mean (e.g. compress::compressed(compress::TopK<T>(...)):
+/// SlowMo with error-feedback compression) reduces the workers' own pseudo-gradients.
+template <class Base, class Comm, class Reduce = reduce::Mean>
+class SlowMo : public OuterLoop<Base, Comm, outer::HeavyBall<typename Base::scalar_type, space_of_t<Base>>, Reduce> {
+  using loop = OuterLoop<Base, Comm, outer::HeavyBall<typename Base::scalar_type, space_of_t<Base>>, Reduce>;
 
  public:
   using options_type = SlowMoOptions;
   using typename loop::vector_type;
 
-  SlowMo(Base base, Comm& comm, SlowMoOptions options = {})
-      : loop("SlowMo", std::move(base), comm, loop_options(options), make_rule(options), reduce::Mean{}),
+  SlowMo(Base base, Comm& comm, SlowMoOptions options = {}, Reduce reduce = Reduce{})
+      : loop("SlowMo", std::move(base), comm, loop_options(options), make_rule(options), std::move(reduce)),
         options_(options) {}
 
   const SlowMoOptions& options() const { return options_; }
