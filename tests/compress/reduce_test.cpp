@@ -310,7 +310,7 @@ TEST_CASE_TEMPLATE("Compressed: SparseLoCo's decayed error feedback, e = beta e 
   sl.visit_structure([&](const slowmo::StateKey& key, const auto& value) {
     structure += slowmo::detail::concat(key.path(), "=", value, ";");
   });
-  CHECK(structure == "reduce=Compressed;error_feedback=1;compressor=TopK;k=64;chunk=4096;value_bits=2;");
+  CHECK(structure == "reduce=Compressed;error_feedback=1;compressor=TopK;");  // k, chunk, bits: plain
 }
 
 TEST_CASE("PowerSgd's Q is state: visited, checkpointed, and a resumed policy continues bit for bit") {

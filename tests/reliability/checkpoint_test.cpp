@@ -430,6 +430,15 @@ TEST_CASE("combinators: structural options (k, tau, H, warmup_steps, peers, base
     auto adam = fed(outer::FedAdam<float>());
     names(load_into(fed(outer::FedYogi<float>()), adam), "rule/rule");
     CHECK(load_into(fed(outer::FedAdam<float>({.lr = 0.5})), adam) == "(loaded)");
+    // A residual exists only with error feedback; top-k's k is plain (what is sent, not what
+    // the residual means).
+    auto top_k = [](bool error_feedback, std::int64_t k) {
+      return outer_loop(Sgd<float>({.lr = 0.1}), solo, {.tau = 2}, outer::HeavyBall<float>(),
+                        compress::compressed(compress::TopK<float>({.k = k}), {.error_feedback = error_feedback}));
+    };
+    auto with_residual = top_k(true, 2);
+    names(load_into(top_k(false, 2), with_residual), "reduce/error_feedback");
+    CHECK(load_into(top_k(true, 1), with_residual) == "(loaded)");
   }
   {
     LocalSgd t(Sgd<float>({.lr = 0.1}), solo, {.H = 4});

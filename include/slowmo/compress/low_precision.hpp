@@ -106,8 +106,7 @@ class LowPrecision {
   void visit_state(V&&, const StateScope* = nullptr) const {}
   template <class F>
   void visit_structure(F&& f, const StateScope* scope = nullptr) const {
-    f(StateKey{"compressor", scope}, "LowPrecision");
-    f(StateKey{"format", scope}, to_string(options_.format));
+    f(StateKey{"compressor", scope}, "LowPrecision");  // (the format is a plain hyper-parameter)
   }
 
  private:

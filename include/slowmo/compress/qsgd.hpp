@@ -102,9 +102,7 @@ class Qsgd {
   void visit_state(V&&, const StateScope* = nullptr) const {}
   template <class F>
   void visit_structure(F&& f, const StateScope* scope = nullptr) const {
-    f(StateKey{"compressor", scope}, "Qsgd");
-    f(StateKey{"levels", scope}, options_.levels);
-    f(StateKey{"bucket", scope}, options_.bucket);
+    f(StateKey{"compressor", scope}, "Qsgd");  // (levels and bucket are plain hyper-parameters)
   }
 
  private:

@@ -95,12 +95,7 @@ class RandomK {
 
   template <class F>
   void visit_structure(F&& f, const StateScope* scope = nullptr) const {
-    f(StateKey{"compressor", scope}, "RandomK");
-    if (options_.k > 0)
-      f(StateKey{"k", scope}, options_.k);
-    else
-      f(StateKey{"fraction", scope}, options_.fraction);
-    f(StateKey{"unbiased", scope}, options_.unbiased);
+    f(StateKey{"compressor", scope}, "RandomK");  // (k and the scaling are plain hyper-parameters)
   }
 
  private:

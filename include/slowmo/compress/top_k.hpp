@@ -141,13 +141,9 @@ class TopK {
 
   template <class F>
   void visit_structure(F&& f, const StateScope* scope = nullptr) const {
+    // k, chunk and value_bits decide what is sent, not what the residual means: they may change
+    // when a run resumes, like an lr.
     f(StateKey{"compressor", scope}, "TopK");
-    if (options_.k > 0)
-      f(StateKey{"k", scope}, options_.k);
-    else
-      f(StateKey{"fraction", scope}, options_.fraction);
-    f(StateKey{"chunk", scope}, options_.chunk);
-    f(StateKey{"value_bits", scope}, options_.value_bits);
   }
 
  private:
