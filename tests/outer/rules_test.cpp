@@ -130,8 +130,7 @@ TEST_CASE_TEMPLATE("the outer loop with an adaptive rule is Reddi et al.'s Algor
         x_bar += w / m;
       }
       const Eigen::ArrayXd delta = (x_bar - x0).array();
-      const double beta1 = kind == 2 ? b1 : b1;
-      mom = beta1 * mom.array() + (1 - beta1) * delta;
+      mom = b1 * mom.array() + (1 - b1) * delta;  // (FedAdagrad's momentum is b1 here too)
       if (kind == 0) v = b2 * v.array() + (1 - b2) * delta.square();
       if (kind == 1) v = v.array() - (1 - b2) * delta.square() * (v.array() - delta.square()).sign();
       if (kind == 2) v = v.array() + delta.square();

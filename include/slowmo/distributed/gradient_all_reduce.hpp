@@ -26,18 +26,8 @@ struct GradientAllReduceOptions {
 
 template <class Base, class Comm, class Reduce = reduce::Mean>
 class GradientAllReduce {
-  static_assert(check_optimizer<Base>(), "slowmo::GradientAllReduce<Base, Comm>: Base must model slowmo::Optimizer");
-  static_assert(check_communicator<Comm>(),
-                "slowmo::GradientAllReduce<Base, Comm>: Comm must model slowmo::Communicator");
-  static_assert(space_of_t<Base>::template communicates_with<Comm>,
-                "slowmo::GradientAllReduce<Base, Comm>: the base keeps its parameters in a memory space this "
-                "communicator cannot read (device memory needs a device communicator such as slowmo::cuda::Nccl)");
-  static_assert(ReducePolicy<Reduce, typename Base::scalar_type, Comm>,
-                "slowmo::GradientAllReduce: Reduce must model slowmo::ReducePolicy (reduce(span, comm, ctx), "
-                "visit_state, visit_structure) for the base's scalar type");
-  static_assert(!detail::host_only_policy<Reduce> || std::is_same_v<space_of_t<Base>, Host>,
-                "slowmo::GradientAllReduce: this reduce policy (a compressor) runs on host memory only; the base keeps "
-                "its parameters on the device");
+  static_assert(detail::check_distributed<Base, Comm>() && detail::check_reduce_policy<Reduce, Base, Comm>(),
+                "slowmo::GradientAllReduce<Base, Comm, Reduce>: see the message above");
 
  public:
   using scalar_type = typename Base::scalar_type;

@@ -27,11 +27,7 @@ struct LocalSgdOptions {
 /// the parameters are averaged after steps W + H, W + 2H, ... (and the base rebased there).
 template <class Base, class Comm>
 class LocalSgd {
-  static_assert(check_optimizer<Base>(), "slowmo::LocalSgd<Base, Comm>: Base must model slowmo::Optimizer");
-  static_assert(check_communicator<Comm>(), "slowmo::LocalSgd<Base, Comm>: Comm must model slowmo::Communicator");
-  static_assert(space_of_t<Base>::template communicates_with<Comm>,
-                "slowmo::LocalSgd<Base, Comm>: the base keeps its parameters in a memory space this communicator cannot "
-                "read (device memory needs a device communicator such as slowmo::cuda::Nccl)");
+  static_assert(detail::check_distributed<Base, Comm>(), "slowmo::LocalSgd<Base, Comm>: see the message above");
 
  public:
   using scalar_type = typename Base::scalar_type;

@@ -55,22 +55,12 @@ using default_outer_rule = outer::HeavyBall<typename Base::scalar_type, space_of
 /// x0 there, identically on every worker, before the first gradient is computed.
 template <class Base, class Comm, class Rule = detail::default_outer_rule<Base>, class Reduce = reduce::Mean>
 class OuterLoop {
-  static_assert(check_optimizer<Base>(), "slowmo::OuterLoop<Base, Comm, Rule, Reduce>: Base must model slowmo::Optimizer");
-  static_assert(check_communicator<Comm>(),
-                "slowmo::OuterLoop<Base, Comm, Rule, Reduce>: Comm must model slowmo::Communicator");
-  static_assert(space_of_t<Base>::template communicates_with<Comm>,
-                "slowmo::OuterLoop: the base keeps its parameters in a memory space this communicator cannot read "
-                "(device memory needs a device communicator such as slowmo::cuda::Nccl)");
+  static_assert(detail::check_distributed<Base, Comm>() && detail::check_reduce_policy<Reduce, Base, Comm>(),
+                "slowmo::OuterLoop<Base, Comm, Rule, Reduce>: see the message above");
   static_assert(check_outer_rule<Rule>(), "slowmo::OuterLoop<Base, Comm, Rule, Reduce>: Rule must model slowmo::OuterRule");
   static_assert(std::is_same_v<typename Rule::scalar_type, typename Base::scalar_type> &&
                     std::is_same_v<typename Rule::space_type, space_of_t<Base>>,
                 "slowmo::OuterLoop: the outer rule must have the base's scalar type and memory space");
-  static_assert(ReducePolicy<Reduce, typename Base::scalar_type, Comm>,
-                "slowmo::OuterLoop: Reduce must model slowmo::ReducePolicy (reduce(span, comm, ctx), visit_state, "
-                "visit_structure) for the base's scalar type");
-  static_assert(!detail::host_only_policy<Reduce> || std::is_same_v<space_of_t<Base>, Host>,
-                "slowmo::OuterLoop: this reduce policy (a compressor) runs on host memory only; the base keeps its "
-                "parameters on the device");
 
  public:
   using scalar_type = typename Base::scalar_type;

@@ -10,6 +10,7 @@
 
 #include "slowmo/core/communicator.hpp"
 #include "slowmo/core/concepts.hpp"
+#include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
 
 namespace slowmo {
@@ -76,6 +77,19 @@ concept exact_mean_policy = requires {
 template <class P>
 void init_policy(P& p, std::size_t n) {
   if constexpr (requires { p.init(n); }) p.init(n);
+}
+
+/// What a combinator asks of its reduce policy, for a base (its scalar type and memory space)
+/// and a communicator: `static_assert(check_reduce_policy<Reduce, Base, Comm>())`.
+template <class Reduce, class Base, class Comm>
+consteval bool check_reduce_policy() {
+  static_assert(ReducePolicy<Reduce, typename Base::scalar_type, Comm>,
+                "slowmo: Reduce must model slowmo::ReducePolicy (reduce(span, comm, ctx), visit_state, "
+                "visit_structure) for the base's scalar type");
+  static_assert(!host_only_policy<Reduce> || std::is_same_v<space_of_t<Base>, Host>,
+                "slowmo: this reduce policy (a compressor) runs on host memory only; the base keeps its parameters "
+                "on the device");
+  return true;
 }
 
 /// Whether p visits any buffer (per-worker state such as an error-feedback residual).

@@ -31,11 +31,7 @@ struct SgpOptions {
 /// The sums over workers of x and of w are preserved by every round.
 template <class Base, class Comm, Topology Graph = ExponentialGraph>
 class Sgp {
-  static_assert(check_optimizer<Base>(), "slowmo::Sgp<Base, Comm>: Base must model slowmo::Optimizer");
-  static_assert(check_communicator<Comm>(), "slowmo::Sgp<Base, Comm>: Comm must model slowmo::Communicator");
-  static_assert(space_of_t<Base>::template communicates_with<Comm>,
-                "slowmo::Sgp<Base, Comm>: the base keeps its parameters in a memory space this communicator cannot "
-                "read (device memory needs a device communicator such as slowmo::cuda::Nccl)");
+  static_assert(detail::check_distributed<Base, Comm>(), "slowmo::Sgp<Base, Comm, Graph>: see the message above");
 
  public:
   using scalar_type = typename Base::scalar_type;

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "slowmo/core/communicator.hpp"
+#include "slowmo/core/concepts.hpp"
 #include "slowmo/core/error.hpp"
 #include "slowmo/core/non_finite.hpp"
 #include "slowmo/core/space.hpp"
@@ -40,6 +41,24 @@ class CommHolder<Comm> {
  private:
   mutable Comm comm_;  // empty: holds no state to protect
 };
+
+/// What every distributed combinator asks of its base and its communicator; each failure is
+/// one compiler message saying what is missing (`static_assert(check_distributed<Base,
+/// Comm>(), ...)` in the combinator's body). A base in device memory needs a communicator that
+/// reads device memory.
+template <class Base, class Comm>
+consteval bool check_distributed() {
+  if constexpr (!check_optimizer<Base>()) {  // (its own static_assert has said what is missing)
+    return false;
+  } else if constexpr (!check_communicator<Comm>()) {
+    return false;
+  } else {
+    static_assert(space_of_t<Base>::template communicates_with<Comm>,
+                  "slowmo: the base keeps its parameters in a memory space this communicator cannot read (device "
+                  "memory needs a device communicator such as slowmo::cuda::Nccl)");
+    return space_of_t<Base>::template communicates_with<Comm>;
+  }
+}
 
 /// x becomes the mean of every worker's x, unless the base's last step left it identical on
 /// every worker already (e.g. LocalSgd has just averaged): then nothing is sent.
