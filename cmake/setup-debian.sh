@@ -1,11 +1,12 @@
 #!/bin/sh
-# Installs what slowmo's build, tests, examples (gnuplot draws their plots) and benchmarks
-# need, from Debian packages only. Idempotent: installs nothing when everything is there. Needs root (uses sudo when
-# run as another user and sudo exists).
+# Installs what slowmo's build, tests, examples (gnuplot draws their plots; Fashion-MNIST is
+# their data, zlib reads it) and benchmarks need, from Debian packages only. Idempotent:
+# installs nothing when everything is there. Needs root (uses sudo when run as another user
+# and sudo exists).
 set -eu
 
 packages="cmake ninja-build g++ libeigen3-dev doctest-dev libbenchmark-dev
-libboost-mpi-dev openmpi-bin libopenmpi-dev gnuplot-nox"
+libboost-mpi-dev openmpi-bin libopenmpi-dev gnuplot-nox zlib1g-dev dataset-fashion-mnist"
 
 missing=""
 for p in $packages; do

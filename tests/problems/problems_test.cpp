@@ -42,7 +42,7 @@ double stationarity(const P& p) {
 
 template <class P>
 void common_checks(const P& p) {
-  static_assert(pb::Problem<P>);
+  static_assert(pb::ConvexProblem<P>);  // a Problem with a known minimizer()
   const Vector<double> x = Vector<double>::LinSpaced(p.dim(), -0.5, 0.7);
   for (int i = 0; i < p.workers(); ++i) CHECK(gradient_error(p, i, x) < 1e-6);
   CHECK(stationarity(p) < 1e-9);

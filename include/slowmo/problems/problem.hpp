@@ -1,5 +1,6 @@
-// slowmo/problems/problem.hpp — what every toy problem offers: per-worker losses and
-// gradients (exact and stochastic), the global objective, and its exact minimiser.
+// slowmo/problems/problem.hpp — what every problem offers: per-worker losses and gradients
+// (exact and stochastic) and the global objective; the convex toy problems also know their
+// exact minimiser (a non-convex one, such as problems::Classification of an MLP, has none).
 #pragma once
 
 #include <concepts>
@@ -18,6 +19,12 @@ concept Problem = requires(const P& p, int rank, std::int64_t step, const Vector
   { p.loss(x) } -> std::convertible_to<double>;        // f(x)
   p.gradient(rank, x, g);                              // grad f_i(x), exact
   p.sample_gradient(rank, step, x, g);                 // a stochastic gradient of f_i at step `step`
+};
+
+/// A Problem whose global minimiser is known (the convex toy problems: in closed form or by
+/// Newton's method at construction), so that excess losses f(x) - f(x*) can be measured.
+template <class P>
+concept ConvexProblem = Problem<P> && requires(const P& p) {
   { p.minimizer() } -> std::convertible_to<Vector<double>>;  // argmin f
 };
 
