@@ -1,8 +1,8 @@
 # Builds and runs tests/consumer against slowmo, either installed into a scratch prefix
 # (MODE=installed) or pulled in from source with FetchContent (MODE=fetchcontent).
 # Invoked by ctest with -DMODE -DSLOWMO_SOURCE_DIR -DSLOWMO_BUILD_DIR -DWORK_DIR
-# -DGENERATOR -DCXX_COMPILER, and -DWITH_MPI=ON / -DWITH_CUDA=ON to also build against
-# slowmo::mpi / slowmo::cuda.
+# -DGENERATOR -DCXX_COMPILER, and -DWITH_MPI=ON / -DWITH_CUDA=ON / -DWITH_DATA=ON to also build against
+# slowmo::mpi / slowmo::cuda / slowmo::data.
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
@@ -20,6 +20,9 @@ endif()
 if(WITH_CUDA)
   list(APPEND args -DSLOWMO_CONSUMER_CUDA=ON)
 endif()
+if(WITH_DATA)
+  list(APPEND args -DSLOWMO_CONSUMER_DATA=ON)
+endif()
 if(MODE STREQUAL "installed")
   run(${CMAKE_COMMAND} --install "${SLOWMO_BUILD_DIR}" --prefix "${WORK_DIR}/prefix")
   list(APPEND args "-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix")
@@ -29,6 +32,9 @@ endif()
 run(${CMAKE_COMMAND} ${args})
 run(${CMAKE_COMMAND} --build "${WORK_DIR}/build")
 run("${WORK_DIR}/build/consumer")
+if(WITH_DATA)
+  run("${WORK_DIR}/build/consumer_data")
+endif()
 if(WITH_CUDA)
   run("${WORK_DIR}/build/consumer_cuda")
 endif()

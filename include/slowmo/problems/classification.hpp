@@ -1,6 +1,6 @@
 // slowmo/problems/classification.hpp — a classification problem: a model (problems::Mlp; one
 // with no hidden layer is softmax regression) trained on a dataset shared by the workers, each
-// worker owning a shard of its samples (data/split.hpp makes IID and label-skewed shards).
+// worker owning a shard of its samples (problems/split.hpp makes IID and label-skewed shards).
 //
 // It offers the interface of the convex toy problems (problems::Problem), so every algorithm and
 // backend runs it unchanged: f_i(x) is the model's loss (mean cross-entropy + l2/2 |x|^2) on

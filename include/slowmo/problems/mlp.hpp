@@ -21,18 +21,18 @@
 // onto every caller's stack; Eigen::setCpuCacheSizes changes every product of the program.
 // Instead, on Eigen 3.4 the workspace owns the packing buffers and calls Eigen's own GEMM
 // (internal::general_matrix_matrix_product, the routine `noalias() = A * B` ends in) with a
-// blocking that Eigen's own heuristic sized for that product (at the workspace's capacity)
-// and that points at them: the kernel and blocking of `noalias() = A * B`, with no allocation
-// and nothing on the stack.
+// blocking that points at them: the kernel of `noalias() = A * B`, with no allocation and
+// nothing on the stack, and one block per product (see GemmBlocking).
 // It is single-threaded (as a worker's pass should be: the workers are the parallelism).
 // Define SLOWMO_MLP_PUBLIC_GEMM to use the public product instead (correct, but it may then
 // allocate per pass); other Eigen versions get the public product, and
 // Mlp::allocation_free_passes says which one is compiled.
 //
-// Reproducibility: a pass is deterministic (the same inputs give the same bits, on every
-// backend of one machine). Across machines the last bits may differ, as for any GEMM: Eigen
-// sizes its blocks from the processor's cache sizes and its SIMD width from the compiler's
-// flags.
+// Reproducibility: a pass is deterministic (the same inputs give the same bits on every
+// backend), and with the workspace's GEMM on every machine whose build has the same SIMD width
+// (e.g. every x86-64 build without -march flags: SSE2): the products are not split by cache
+// size. The public product (SLOWMO_MLP_PUBLIC_GEMM, other Eigen versions) sizes its blocks
+// from the processor's caches, so there the last bits may differ between machines.
 #pragma once
 
 #include <Eigen/Core>
@@ -79,8 +79,12 @@ struct MlpOptions {
 
 namespace detail {
 
-/// One product's cache blocking, from Eigen's own heuristic for a (rows x depth) (depth x cols)
-/// product on one thread: what `noalias() = A * B` would choose.
+/// One product's blocking: the whole product in one block (mc = rows, nc = cols, kc = depth).
+/// Eigen's heuristic would size the blocks from the processor's cache sizes, and a depth split
+/// into kc-blocks changes the order of each sum; in one block every entry of C is summed over k
+/// in order, whatever the machine, so a run gives the same bits on every machine whose compiler
+/// picks the same SIMD width. At the sizes of these networks the packed operands still fit in
+/// the L2 cache (784 x 128 floats is 392 KiB), and bench/mlp_bench.cpp shows no loss.
 struct GemmBlocking {
   Eigen::Index mc = 0, nc = 0, kc = 0;
   Eigen::Index pack_a() const { return mc * kc; }
@@ -89,11 +93,7 @@ struct GemmBlocking {
 
 template <class T>
 GemmBlocking gemm_blocking(Eigen::Index rows, Eigen::Index cols, Eigen::Index depth) {
-  GemmBlocking b{.mc = rows, .nc = cols, .kc = depth};
-#if SLOWMO_MLP_PREPACKED_GEMM
-  Eigen::internal::computeProductBlockingSizes<T, T, 1>(b.kc, b.mc, b.nc, Eigen::Index(1));
-#endif
-  return b;
+  return {.mc = rows, .nc = cols, .kc = depth};
 }
 
 #if SLOWMO_MLP_PREPACKED_GEMM
