@@ -67,6 +67,7 @@ struct Setting {
   double dirichlet_alpha = 0.5;
   std::vector<Eigen::Index> widths = {784, 64, 10};
   double compute_seconds = 1e-3;  ///< charged per step on the simulator (one forward/backward pass)
+  std::vector<double> slowdown{};  ///< per worker (the simulator's): 10 makes a 10x straggler; empty: all 1
   std::uint64_t seed = 0;
 };
 
@@ -211,7 +212,7 @@ std::vector<Trace> simulate(const Problem& problem, const Setting& s, Algorithm 
                             const slowmo::sim::Network& network) {
   std::vector<Trace> traces(std::size_t(s.workers));
   with_algorithm(a, lr_scale, s.steps, [&](auto make) {
-    slowmo::sim::run({.workers = s.workers, .network = network},
+    slowmo::sim::run({.workers = s.workers, .network = network, .slowdown = s.slowdown},
                      [&](Comm& c) { traces[std::size_t(c.rank())] = train(c, problem, make, s); });
   });
   return traces;

@@ -3,7 +3,10 @@
 // this program interposes malloc and friends and forwards to glibc's implementations.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstddef>
+#include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -97,4 +100,54 @@ long allocations_per_comm_rounds(Run run) {
 TEST_CASE("no heap allocation per communication round on the simulator and threads") {
   CHECK(allocations_per_comm_rounds([](auto fn) { slowmo::sim::run({.workers = 4}, fn); }) == 0);
   CHECK(allocations_per_comm_rounds([](auto fn) { slowmo::threads::run({.workers = 4}, fn); }) == 0);
+}
+
+namespace {
+
+/// x += d: a shared-model server that allocates nothing once built.
+class AddServer final : public slowmo::ModelServer<float> {
+ public:
+  explicit AddServer(std::size_t n) : x_(n, 0.0f) {}
+  std::size_t size() const override { return x_.size(); }
+  void apply(int, std::span<const float> d) override {
+    for (std::size_t i = 0; i < x_.size(); ++i) x_[i] += d[i];
+  }
+  void read(std::span<float> out) const override { std::copy(x_.begin(), x_.end(), out.begin()); }
+
+ private:
+  std::vector<float> x_;
+};
+
+/// The shared model: after a few rounds, 50 rounds of pull and push per worker (on the
+/// simulator, as events in virtual time, with a busy server) between barriers.
+template <class Run>
+long allocations_per_model_rounds(Run run) {
+  long counted = -1;
+  run([&](auto& comm) {
+    comm.host_model(std::make_unique<AddServer>(1000));
+    std::vector<float> x(1000), d(1000, 1.0f);
+    auto round = [&] {
+      comm.pull(std::span<float>(x));
+      slowmo::charge_compute(comm, 1e-3 * (1 + comm.rank()));
+      comm.push(std::span<const float>(d));
+    };
+    for (int i = 0; i < 3; ++i) round();
+    comm.barrier();
+    const long before = allocations.load();
+    comm.barrier();
+    for (int i = 0; i < 50; ++i) round();
+    comm.barrier();
+    if (comm.rank() == 0) counted = allocations.load() - before;
+    comm.barrier();
+  });
+  return counted;
+}
+
+}  // namespace
+
+TEST_CASE("no heap allocation per pull and push of the shared model on the simulator and threads") {
+  CHECK(allocations_per_model_rounds([](auto fn) {
+    slowmo::sim::run({.workers = 4, .server_seconds_per_update = 1e-4}, fn);
+  }) == 0);
+  CHECK(allocations_per_model_rounds([](auto fn) { slowmo::threads::run({.workers = 4}, fn); }) == 0);
 }

@@ -3,22 +3,28 @@
 // run where the backend is a GatherCommunicator (every test file asserts it is). Each check runs inside one worker and
 // throws conformance::failure on a wrong value, naming the worker, the check and the
 // index, so that the same code reports through doctest in-process and through the exit
-// code under mpiexec.
+// code under mpiexec. The shared global model (SharedModelCommunicator) has its own entries:
+// host_model_errors<T>(comm) (nothing hosted after it) and shared_model<T>(comm), which hosts
+// the model and so runs once per run.
 #pragma once
 
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <numeric>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <slowmo/core/communicator.hpp>
 #include <slowmo/core/error.hpp>
+#include <slowmo/core/shared_model.hpp>
 
 namespace conformance {
 
@@ -334,6 +340,202 @@ void all(C& comm) {
     gathers<double>(comm);
     gathers<std::int32_t>(comm);
     gathers<std::uint8_t>(comm);
+  }
+}
+
+// ---- the shared global model -------------------------------------------------------------
+
+/// The checks' server: x += d, so that with integer-valued pushes the model is exact in
+/// float and double whatever the order of arrival.
+template <class T>
+class SumServer final : public slowmo::ModelServer<T> {
+ public:
+  explicit SumServer(std::vector<T> x0) : x_(std::move(x0)) {}
+  std::size_t size() const override { return x_.size(); }
+  void apply(int, std::span<const T> d) override {
+    for (std::size_t i = 0; i < x_.size(); ++i) x_[i] += d[i];
+  }
+  void read(std::span<T> out) const override { std::copy(x_.begin(), x_.end(), out.begin()); }
+
+ private:
+  std::vector<T> x_;
+};
+
+/// The message of the exception of type E that f throws, or "" when it throws none.
+template <class E, class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "";
+}
+
+/// host_model's mismatches, each a comm_error on every worker naming the culprits and their
+/// servers as "<rank>: <size> <type>" (a longer model on the last worker, float against double
+/// on worker 0, a null server on the last worker); nothing is hosted after them, so
+/// shared_model<T> may follow in the same run.
+template <class T, slowmo::SharedModelCommunicator C>
+void host_model_errors(C& comm) {
+  using Other = std::conditional_t<std::is_same_v<T, float>, double, float>;
+  const int m = comm.size(), r = comm.rank(), last = m - 1;
+  constexpr std::size_t n = 7;
+  auto has = [](const std::string& e, const std::string& what) { return e.find(what) != std::string::npos; };
+  auto initial = [](std::size_t size) { return std::vector<T>(size, T(1)); };
+  std::string e;
+  // host_model's mismatches fail on every worker, naming the culprit.
+  if (m > 1) {
+    e = error_of<slowmo::comm_error>([&] {
+      comm.host_model(std::make_unique<SumServer<T>>(initial(r == last ? n + 1 : n)));
+    });
+    expect(has(e, "host_model") && has(e, slowmo::detail::concat(" ", last, ": ", n + 1)) &&
+               has(e, slowmo::detail::concat(" 0: ", n)),
+           "worker ", r, ": host_model with a longer model on worker ", last, " gave '", e, "'");
+    e = error_of<slowmo::comm_error>([&] {
+      if (r == 0) comm.host_model(std::make_unique<SumServer<Other>>(std::vector<Other>(n)));
+      else comm.host_model(std::make_unique<SumServer<T>>(initial(n)));
+    });
+    const char* tname = std::is_same_v<T, float> ? "float" : "double";
+    const char* oname = std::is_same_v<T, float> ? "double" : "float";
+    expect(has(e, "host_model") && has(e, slowmo::detail::concat(" 0: ", n, " ", oname)) &&
+               has(e, slowmo::detail::concat(" 1: ", n, " ", tname)),
+           "worker ", r, ": host_model of ", oname, " on worker 0 gave '", e, "'");
+  }
+  e = error_of<slowmo::comm_error>([&] {
+    comm.host_model(r == last ? std::unique_ptr<slowmo::ModelServer<T>>() : std::make_unique<SumServer<T>>(initial(n)));
+  });
+  expect(has(e, "host_model") && has(e, "null") && has(e, slowmo::detail::concat(" ", last)), "worker ", r,
+         ": host_model with a null server on worker ", last, " gave '", e, "'");
+}
+
+/// The shared model, once per run (it hosts the model): misuse before and after
+/// host_model (on the worker that made it), a second host_model (on every worker), then
+/// `rounds` rounds of pull and push by every worker in which every 4th round pushes twice
+/// without pulling. Worker q's
+/// push of round k is (100 (q + 1) + k) (i % 3 + 1), the model starts at i - 3: every value
+/// is a small integer, exact in float and double, so after the run the model is
+/// x0 + the sum of every push, whatever the order of arrival. Checked from the workers'
+/// own records, gathered by all-reduce: the versions 1..m*rounds are each produced by exactly
+/// one push; each push's staleness is the number of versions produced by other workers
+/// between its worker's last pull and itself; a pull reads x0 + the pushes of versions up to
+/// the one it returns; a pull right after a worker's push sees at least that push's version.
+template <class T, slowmo::SharedModelCommunicator C>
+void shared_model(C& comm, int rounds = 12) {
+  using Other = std::conditional_t<std::is_same_v<T, float>, double, float>;
+  const int m = comm.size(), r = comm.rank();
+  constexpr std::size_t n = 7;
+  auto has = [](const std::string& e, const std::string& what) { return e.find(what) != std::string::npos; };
+  auto x0 = [](std::size_t i) { return T(double(i) - 3.0); };
+  auto delta = [](int q, int k, std::size_t i) { return T(double(100 * (q + 1) + k) * double(i % 3 + 1)); };
+  std::vector<T> x(n), d(n), longer(n + 1);
+  std::vector<Other> other(n);
+  auto initial = [&](std::size_t size) {
+    std::vector<T> v(size);
+    for (std::size_t i = 0; i < size; ++i) v[i] = x0(i);
+    return v;
+  };
+  const std::string me = slowmo::detail::concat(" ", r);
+
+  // Before host_model: usage errors on the worker that made them.
+  std::string e = error_of<slowmo::usage_error>([&] { comm.pull(std::span<T>(x)); });
+  expect(has(e, "before host_model") && has(e, me), "worker ", r, ": pull before host_model gave '", e, "'");
+  e = error_of<slowmo::usage_error>([&] { comm.push(std::span<const T>(d)); });
+  expect(has(e, "before host_model") && has(e, me), "worker ", r, ": push before host_model gave '", e, "'");
+
+  comm.host_model(std::make_unique<SumServer<T>>(initial(n)));
+  e = error_of<slowmo::comm_error>([&] { comm.host_model(std::make_unique<SumServer<T>>(initial(n))); });
+  expect(has(e, "host_model") && has(e, "already"), "worker ", r, ": a second host_model gave '", e, "'");
+
+  // Misuse after host_model: on the worker that made it, the model unchanged.
+  e = error_of<slowmo::usage_error>([&] { comm.push(std::span<const T>(d)); });
+  expect(has(e, "first pull") && has(e, me), "worker ", r, ": push before the first pull gave '", e, "'");
+  e = error_of<slowmo::comm_error>([&] { comm.pull(std::span<T>(longer)); });
+  expect(has(e, slowmo::detail::concat(n + 1)) && has(e, slowmo::detail::concat(n)) && has(e, me), "worker ", r,
+         ": a pull of ", n + 1, " values gave '", e, "'");
+  e = error_of<slowmo::comm_error>([&] { comm.pull(std::span<Other>(other)); });
+  expect(has(e, "float") && has(e, "double") && has(e, me), "worker ", r, ": a pull of the other type gave '", e,
+         "'");
+  const slowmo::Pulled first = comm.pull(std::span<T>(x));
+  expect(first.version == 0, "worker ", r, ": the first pull read version ", first.version, ", not 0");
+  for (std::size_t i = 0; i < n; ++i)
+    expect(x[i] == x0(i), "worker ", r, ": the first pull read ", x[i], " at index ", i, ", not ", x0(i));
+  comm.barrier();  // nobody pushes before everyone has read the initial model
+  expect(comm.departed().empty(), "worker ", r, ": departed() lists ", comm.departed().size(),
+         " workers while every worker is in the run");
+  e = error_of<slowmo::comm_error>([&] { comm.push(std::span<const T>(longer)); });
+  expect(has(e, slowmo::detail::concat(n + 1)) && has(e, me), "worker ", r, ": a push of ", n + 1, " values gave '",
+         e, "'");
+  e = error_of<slowmo::comm_error>([&] { comm.push(std::span<const Other>(other)); });
+  expect(has(e, "float") && has(e, "double") && has(e, me), "worker ", r, ": a push of the other type gave '", e,
+         "'");
+
+  // The rounds, recording what every pull and push returned.
+  struct PushRecord {
+    std::int64_t version, staleness, pulled;  // pulled: the version of the worker's last pull
+  };
+  struct PullRecord {
+    std::int64_t version;
+    T x0;
+  };
+  std::vector<PushRecord> pushes;
+  std::vector<PullRecord> pulls{{first.version, x[0]}};
+  std::int64_t last_pull = first.version, last_push = 0;
+  for (int k = 0; k < rounds; ++k) {
+    if (k % 4 != 3) {
+      const slowmo::Pulled p = comm.pull(std::span<T>(x));
+      expect(p.version >= last_push && p.version >= last_pull, "worker ", r, ": round ", k, ": pulled version ",
+             p.version, " after its own push produced ", last_push, " and its last pull read ", last_pull);
+      last_pull = p.version;
+      pulls.push_back({p.version, x[0]});
+    }
+    wait_seconds(comm, 1e-4 * double((r + k) % 3));
+    for (std::size_t i = 0; i < n; ++i) d[i] = delta(r, k, i);
+    const slowmo::Pushed q = comm.push(std::span<const T>(d));
+    expect(q.version > last_push && q.version > last_pull && q.staleness >= 0, "worker ", r, ": round ", k,
+           ": push produced version ", q.version, " with staleness ", q.staleness, " after version ", last_push,
+           " and a pull of ", last_pull);
+    last_push = q.version;
+    pushes.push_back({q.version, q.staleness, last_pull});
+  }
+  comm.barrier();  // every push has been applied: each returned after it was
+
+  const std::int64_t total = std::int64_t(m) * rounds;
+  const slowmo::Pulled end = comm.pull(std::span<T>(x));
+  expect(end.version == total, "worker ", r, ": after every push the version is ", end.version, ", not ", total);
+  for (std::size_t i = 0; i < n; ++i) {
+    double sum = double(x0(i));
+    for (int q = 0; q < m; ++q)
+      for (int k = 0; k < rounds; ++k) sum += double(delta(q, k, i));
+    expect(double(x[i]) == sum, "worker ", r, ": the final model at index ", i, " is ", x[i], ", not x0 + every push = ",
+           sum);
+  }
+  // Who produced each version, and the first value of its push, gathered from everyone.
+  std::vector<double> owner(std::size_t(total), 0.0), count(std::size_t(total), 0.0), step(std::size_t(total), 0.0);
+  for (std::size_t j = 0; j < pushes.size(); ++j) {
+    const auto v = std::size_t(pushes[j].version - 1);
+    expect(pushes[j].version >= 1 && pushes[j].version <= total, "worker ", r, ": push version ", pushes[j].version,
+           " out of [1, ", total, "]");
+    owner[v] += r + 1;
+    count[v] += 1;
+    step[v] += double(delta(r, int(j), 0));
+  }
+  comm.all_reduce(std::span<double>(owner), slowmo::ReduceOp::sum);
+  comm.all_reduce(std::span<double>(count), slowmo::ReduceOp::sum);
+  comm.all_reduce(std::span<double>(step), slowmo::ReduceOp::sum);
+  for (std::size_t v = 0; v < count.size(); ++v)
+    expect(count[v] == 1, "worker ", r, ": version ", v + 1, " was produced by ", count[v], " pushes, not 1");
+  for (const PushRecord& p : pushes) {
+    std::int64_t others = 0;  // versions produced by other workers between its last pull and itself
+    for (std::int64_t v = p.pulled + 1; v < p.version; ++v) others += owner[std::size_t(v - 1)] != r + 1;
+    expect(p.staleness == others, "worker ", r, ": the push of version ", p.version, " after a pull of ", p.pulled,
+           " has staleness ", p.staleness, ", but other workers produced ", others, " versions in between");
+  }
+  for (const PullRecord& p : pulls) {
+    double expected = double(x0(0));
+    for (std::int64_t v = 1; v <= p.version; ++v) expected += step[std::size_t(v - 1)];
+    expect(double(p.x0) == expected, "worker ", r, ": a pull of version ", p.version, " read ", p.x0,
+           " at index 0, not x0 + the pushes up to it = ", expected);
   }
 }
 

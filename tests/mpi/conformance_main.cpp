@@ -1,6 +1,7 @@
 // Under mpiexec: the communicator conformance suite on MPI, the cross-backend program
-// against the simulator (within 1e-12 relative: MPI may add in another order), and the
-// validated mode's errors. Exit code 0 on success; failures are printed by rank.
+// against the simulator (within 1e-12 relative: MPI may add in another order), the
+// validated mode's errors and the shared global model (mpi/shared_model.hpp). Exit code 0 on
+// success; failures are printed by rank.
 #include <slowmo/mpi.hpp>
 
 #include <cmath>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "comm/conformance.hpp"
+#include "mpi/shared_model.hpp"
 #include "support/zoo.hpp"
 
 namespace {
@@ -160,6 +162,7 @@ void validated_errors(slowmo::mpi::Comm& comm) {
 
 static_assert(slowmo::Communicator<slowmo::mpi::Comm>);
 static_assert(slowmo::check_gather_communicator<slowmo::mpi::Comm>());
+static_assert(slowmo::check_shared_model_communicator<slowmo::mpi::Comm>());
 
 int main(int argc, char** argv) {
   return slowmo::mpi::run(argc, argv, [](slowmo::mpi::Comm& comm) {
@@ -177,6 +180,33 @@ int main(int argc, char** argv) {
     section("algorithms", [&] { algorithms(comm); });
     section("resume", [&] { resume(comm); });
     section("validated errors", [&] { validated_errors(comm); });
+    // The shared model: the suite's checks on a fresh Comm (a Comm hosts once), departed at
+    // the end; then MPI's own (mpi/shared_model.hpp).
+    section("shared model: conformance (double)", [&] {
+      slowmo::mpi::Comm c(comm.native());
+      conformance::host_model_errors<double>(c);
+      try {
+        conformance::shared_model<double>(c);
+      } catch (...) {
+        c.depart();
+        throw;
+      }
+      c.depart();
+    });
+    section("shared model: errors", [&] { mpi_model::errors(comm); });
+    section("shared model: departures", [&] { mpi_model::departures(comm); });
+    section("shared model: traffic", [&] { mpi_model::traffic<double>(comm, mpi_model::twelve, mpi_model::no_pause); });
+    // Rank r makes r + 1 rounds (a pull, then one push or two), with uneven pauses between
+    // pushes: the server interleaves them.
+    section("shared model: uneven rates",
+            [&] { mpi_model::traffic<double>(comm, mpi_model::r_plus_one, mpi_model::uneven_pause); });
+    section("shared model: AsyncLocalSgd", [&] { mpi_model::async_local_sgd(comm); });
+    // Last, on the run's own communicator, never departed here: slowmo::mpi::run must stop the
+    // server when this function returns (rank 0 waits for every rank), or the job hangs.
+    section("shared model: conformance (float), left to run()", [&] {
+      conformance::host_model_errors<float>(comm);
+      conformance::shared_model<float>(comm);
+    });
     // Everyone learns whether anyone failed.
     double any = failed;
     comm.all_reduce(std::span<double>(&any, 1), slowmo::ReduceOp::sum);

@@ -17,6 +17,30 @@
 // counts size) triples with one small MPI_Allgather, so every rank judges the sizes alike
 // and a misfit throws comm_error on all of them: all_gather_v always (it needs the counts
 // anyway), all_gather in validated mode.
+//
+// The shared global model (SharedModelCommunicator, core/shared_model.hpp) lives on rank 0:
+// host_model keeps rank 0's ModelServer and starts a server thread beside rank 0's training,
+// which serves the other ranks' pulls and pushes over point-to-point messages with their own
+// tags on a duplicate of the communicator (MPI_Comm_dup), so they never mix with the user's
+// collectives and messages. Rank 0's own requests skip the messages (no copy through MPI, no
+// wait for the server thread to be scheduled): every request, remote or local, is served
+// under one mutex, so they are applied one at a time in the order they arrive. Why this shape:
+//  - not MPI-3 one-sided windows: an arriving push is a computation on the server (an outer
+//    rule with momentum, delayed Nesterov, Adam), which MPI_Accumulate cannot express beyond
+//    sums and a few element-wise ops; versions and staleness would become a lock protocol;
+//  - not a dedicated extra server rank: the SPMD program would then differ by rank (one rank
+//    would not train) and by backend; as a thread on rank 0, every rank runs the same function.
+// The thread calls MPI while rank 0 trains, so it needs MPI_THREAD_MULTIPLE: run() asks for
+// it, and host_model throws comm_error where MPI provides less. It waits for requests in a
+// blocking MPI_Mprobe, which polls like any waiting MPI call (OpenMPI's progress loop): while
+// a model is hosted, rank 0 keeps about one more core busy. In exchange a request is answered
+// in ~10-30 us even while rank 0 sits in a collective; a sleeping poll (MPI_Improbe, then a
+// short sleep) took ~20 ms there (OpenMPI 4.1, two ranks on one machine).
+// Shutdown: depart() tells the server this rank has left (remote ranks wait for its answer);
+// run() calls it when fn returns. The thread ends after the last other rank's leave, and rank
+// 0's depart() joins it. A rank that throws still aborts the whole job (run()), as without a
+// model: tolerating a dying worker (listed in departed(), the others go on) is the simulator's
+// and threads' feature.
 #pragma once
 
 #include <boost/mpi/collectives.hpp>
@@ -27,19 +51,263 @@
 #include <boost/mpi/operations.hpp>
 #include <mpi.h>
 
+#include <algorithm>
 #include <array>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <span>
 #include <string>
+#include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "slowmo/core/communicator.hpp"
 #include "slowmo/core/error.hpp"
+#include "slowmo/core/shared_model.hpp"
+
+/// The shared model's wire protocol (ranks other than 0), on the duplicated communicator. A
+/// request is three int64 (op, element code, count) sent to rank 0 on request_tag; a push's
+/// values follow on push_tag. Every request gets one reply of three int64 (status, a, b) on
+/// reply_tag:
+///  - ok: pull (version, 0) and then the values on data_tag; push (version, staleness);
+///    departed and leave (how many ranks have left, 0) and then their ranks on data_tag;
+///  - wrong_type, wrong_size: (the hosted element code, the hosted size);
+///  - no_pull: a push before this rank's first pull;
+///  - failed: the ModelServer threw: (the length of its message, 0), then the message.
+namespace slowmo::detail::mpi_model {
+inline constexpr int request_tag = 0x5201, push_tag = 0x5202, reply_tag = 0x5203, data_tag = 0x5204;
+enum class Op : std::int64_t { pull = 1, push, departed, leave };
+enum class Status : std::int64_t { ok = 0, wrong_type, wrong_size, no_pull, failed };
+using Message = std::array<std::int64_t, 3>;
+
+inline MPI_Datatype type_of(std::int64_t elem) { return elem == element_code<float>() ? MPI_FLOAT : MPI_DOUBLE; }
+
+inline void check(int rc, const char* call) {
+  if (rc != MPI_SUCCESS)
+    throw comm_error(concat("slowmo::mpi: the shared model's ", call, " failed (MPI error ", rc, ")"));
+}
+
+inline const char* thread_level_name(std::int64_t level) {
+  if (level >= MPI_THREAD_MULTIPLE) return "MPI_THREAD_MULTIPLE";
+  if (level >= MPI_THREAD_SERIALIZED) return "MPI_THREAD_SERIALIZED";
+  if (level >= MPI_THREAD_FUNNELED) return "MPI_THREAD_FUNNELED";
+  return "MPI_THREAD_SINGLE";
+}
+
+/// Rank 0's side: the ModelServer and its bookkeeping under one mutex, so that requests are
+/// served one at a time in the order they take it (the server thread's for the other ranks,
+/// rank 0's own directly). Versions count the updates applied; per rank it keeps the version
+/// of its last pull and its pushes since, so a push's staleness is the updates by *others*
+/// between that rank's last pull and this push. A refused request (wrong type or size, no
+/// pull yet, a ModelServer that throws) changes no version and no bookkeeping.
+class Host {
+ public:
+  Host(std::int64_t elem, std::size_t size, int ranks)
+      : elem_(elem), size_(size), last_pull_(std::size_t(ranks), -1), own_since_pull_(std::size_t(ranks), 0) {}
+  virtual ~Host() = default;
+  std::int64_t elem() const { return elem_; }
+  std::size_t size() const { return size_; }
+
+  /// Rank r's pull of `count` values of element type `elem` into `out` (written when ok).
+  Message pull(int r, std::int64_t elem, std::int64_t count, void* out, std::string& error) {
+    if (elem != elem_ || count != std::int64_t(size_)) return misfit(elem);
+    std::lock_guard lock(mutex_);
+    if (!call([&] { read(out); }, error)) return {std::int64_t(Status::failed), std::int64_t(error.size()), 0};
+    last_pull_[std::size_t(r)] = version_;
+    own_since_pull_[std::size_t(r)] = 0;
+    return {std::int64_t(Status::ok), version_, 0};
+  }
+  /// Rank r's push of `count` values of element type `elem` from `d`.
+  Message push(int r, std::int64_t elem, std::int64_t count, const void* d, std::string& error) {
+    if (elem != elem_ || count != std::int64_t(size_)) return misfit(elem);
+    std::lock_guard lock(mutex_);
+    if (last_pull_[std::size_t(r)] < 0) return {std::int64_t(Status::no_pull), 0, 0};
+    if (!call([&] { apply(r, d); }, error)) return {std::int64_t(Status::failed), std::int64_t(error.size()), 0};
+    const std::int64_t staleness = version_ - last_pull_[std::size_t(r)] - own_since_pull_[std::size_t(r)];
+    ++version_;
+    ++own_since_pull_[std::size_t(r)];
+    return {std::int64_t(Status::ok), version_, staleness};
+  }
+  /// Rank r leaves; returns the ranks gone so far, in the order they left.
+  std::vector<int> leave(int r) {
+    std::lock_guard lock(mutex_);
+    if (std::find(departed_.begin(), departed_.end(), r) == departed_.end()) departed_.push_back(r);
+    return departed_;
+  }
+  std::vector<int> departed() {
+    std::lock_guard lock(mutex_);
+    return departed_;
+  }
+
+ private:
+  virtual void read(void* out) = 0;
+  virtual void apply(int r, const void* d) = 0;
+
+  Message misfit(std::int64_t elem) const {
+    return {std::int64_t(elem != elem_ ? Status::wrong_type : Status::wrong_size), elem_, std::int64_t(size_)};
+  }
+  template <class F>
+  static bool call(F&& f, std::string& error) {
+    try {
+      f();
+      return true;
+    } catch (const std::exception& e) {
+      error = e.what();
+    } catch (...) {
+      error = "unknown exception";
+    }
+    return false;
+  }
+
+  std::int64_t elem_;
+  std::size_t size_;
+  std::mutex mutex_;
+  std::int64_t version_ = 0;
+  std::vector<std::int64_t> last_pull_, own_since_pull_;
+  std::vector<int> departed_;
+};
+
+template <class T>
+class HostOf final : public Host {
+ public:
+  HostOf(std::unique_ptr<ModelServer<T>> server, int ranks)
+      : Host(element_code<T>(), server->size(), ranks), server_(std::move(server)) {}
+
+ private:
+  void read(void* out) override { server_->read(std::span<T>(static_cast<T*>(out), size())); }
+  void apply(int r, const void* d) override { server_->apply(r, std::span<const T>(static_cast<const T*>(d), size())); }
+  std::unique_ptr<ModelServer<T>> server_;
+};
+
+/// Rank 0's server thread: serves the other ranks' requests in arrival order until each of
+/// them has left.
+inline void serve(MPI_Comm comm, Host& host) {
+  int m = 0;
+  check(MPI_Comm_size(comm, &m), "MPI_Comm_size");
+  const std::size_t bytes = host.size() * std::size_t(host.elem());
+  std::vector<double> values((bytes + sizeof(double) - 1) / sizeof(double));  // the model's size, in float or double
+  std::vector<double> drain;  // a push's values that do not fit
+  std::vector<char> left(std::size_t(m), 0);
+  auto send = [&](const void* data, int count, MPI_Datatype type, int to, int tag) {
+    check(MPI_Send(data, count, type, to, tag, comm), "MPI_Send");
+  };
+  for (int remaining = m - 1; remaining > 0;) {
+    MPI_Message handle;
+    MPI_Status status;
+    check(MPI_Mprobe(MPI_ANY_SOURCE, request_tag, comm, &handle, &status), "MPI_Mprobe");
+    Message req{};
+    check(MPI_Mrecv(req.data(), 3, MPI_INT64_T, &handle, MPI_STATUS_IGNORE), "MPI_Mrecv");
+    const int r = status.MPI_SOURCE;
+    const std::int64_t elem = req[1], count = req[2];
+    std::string error;
+    Message rep{};
+    switch (static_cast<Op>(req[0])) {
+      case Op::push: {
+        void* into = values.data();  // the values always follow: take them, fitting or not
+        if (elem != host.elem() || count != std::int64_t(host.size())) {
+          drain.resize(std::size_t(count) * std::size_t(elem) / sizeof(double) + 1);
+          into = drain.data();
+        }
+        MPI_Message payload;
+        check(MPI_Mprobe(r, push_tag, comm, &payload, MPI_STATUS_IGNORE), "MPI_Mprobe");
+        check(MPI_Mrecv(into, int(count), type_of(elem), &payload, MPI_STATUS_IGNORE), "MPI_Mrecv");
+        rep = host.push(r, elem, count, into, error);
+        send(rep.data(), 3, MPI_INT64_T, r, reply_tag);
+        break;
+      }
+      case Op::pull:
+        rep = host.pull(r, elem, count, values.data(), error);
+        send(rep.data(), 3, MPI_INT64_T, r, reply_tag);
+        if (rep[0] == std::int64_t(Status::ok)) send(values.data(), int(count), type_of(elem), r, data_tag);
+        break;
+      case Op::leave:
+      case Op::departed: {
+        const bool leaving = static_cast<Op>(req[0]) == Op::leave;
+        if (leaving && !left[std::size_t(r)]) left[std::size_t(r)] = 1, --remaining;
+        const std::vector<int> gone = leaving ? host.leave(r) : host.departed();
+        rep = {std::int64_t(Status::ok), std::int64_t(gone.size()), 0};
+        send(rep.data(), 3, MPI_INT64_T, r, reply_tag);
+        if (!gone.empty()) send(gone.data(), int(gone.size()), MPI_INT, r, data_tag);
+        break;
+      }
+    }
+    if (rep[0] == std::int64_t(Status::failed)) send(error.data(), int(error.size()), MPI_CHAR, r, data_tag);
+  }
+}
+
+/// One communicator's shared model, on every rank: the duplicated communicator, and on rank 0
+/// the host and the server thread.
+struct Shared {
+  boost::mpi::communicator comm;  // MPI_Comm_dup of the user's communicator
+  bool left = false;              // this rank has departed
+  std::vector<int> departed;      // ranks other than 0, after leaving: the ranks gone by then
+  std::shared_ptr<Host> host;     // rank 0
+  std::thread server;             // rank 0, when there are other ranks
+
+  explicit Shared(boost::mpi::communicator c) : comm(std::move(c)) {}
+  Shared(const Shared&) = delete;
+  Shared& operator=(const Shared&) = delete;
+
+  void start(std::shared_ptr<Host> h) {
+    host = std::move(h);
+    if (comm.size() == 1) return;
+    // The thread holds the host and a handle on the duplicate, so that even a detached thread
+    // (below) never reads freed memory.
+    server = std::thread([c = comm, h = host] {
+      try {
+        serve(MPI_Comm(c), *h);
+      } catch (const std::exception& e) {  // the server is gone: end the job rather than hang it
+        std::fprintf(stderr, "slowmo: the shared model's server on rank 0 failed: %s\n", e.what());
+        std::fflush(stderr);
+        MPI_Abort(MPI_Comm(c), 1);
+      }
+    });
+  }
+
+  ~Shared() {
+    if (!server.joinable()) return;
+    // The server still waits for ranks to leave: a rank is failing (run() aborts the job
+    // next) or depart() was not called. Joining would hang; detach it.
+    if (std::uncaught_exceptions() == 0)
+      std::fprintf(stderr,
+                   "slowmo::mpi: rank 0: the shared model's server was still running when its communicator was "
+                   "destroyed; call depart() on every rank first (slowmo::mpi::run does)\n");
+    server.detach();
+  }
+
+  /// A rank other than 0: sends one request (and a push's values) to the server; returns its
+  /// reply, and in `error` the message of a failed one.
+  Message ask(Op op, std::int64_t elem, int count, std::string& error, const void* values = nullptr) {
+    const Message req{static_cast<std::int64_t>(op), elem, count};
+    check(MPI_Send(req.data(), 3, MPI_INT64_T, 0, request_tag, MPI_Comm(comm)), "MPI_Send");
+    if (op == Op::push) check(MPI_Send(values, count, type_of(elem), 0, push_tag, MPI_Comm(comm)), "MPI_Send");
+    Message rep{};
+    check(MPI_Recv(rep.data(), 3, MPI_INT64_T, 0, reply_tag, MPI_Comm(comm), MPI_STATUS_IGNORE), "MPI_Recv");
+    if (rep[0] == std::int64_t(Status::failed)) {
+      error.assign(std::size_t(rep[1]), '\0');
+      check(MPI_Recv(error.data(), int(rep[1]), MPI_CHAR, 0, data_tag, MPI_Comm(comm), MPI_STATUS_IGNORE), "MPI_Recv");
+    }
+    return rep;
+  }
+
+  /// A rank other than 0: the ranks a departed or leave request returns.
+  std::vector<int> ask_ranks(Op op) {
+    std::string error;
+    const Message rep = ask(op, 0, 0, error);
+    std::vector<int> list(static_cast<std::size_t>(rep[1]));
+    if (!list.empty())
+      check(MPI_Recv(list.data(), int(list.size()), MPI_INT, 0, data_tag, MPI_Comm(comm), MPI_STATUS_IGNORE),
+            "MPI_Recv");
+    return list;
+  }
+};
+}  // namespace slowmo::detail::mpi_model
 
 namespace slowmo::mpi {
 
@@ -49,6 +317,7 @@ struct Options {
   /// collective.
   bool validate = true;
 };
+
 
 class Comm {
  public:
@@ -102,6 +371,46 @@ class Comm {
 
   std::uint64_t bytes_sent() const { return bytes_sent_; }
   std::uint64_t messages_sent() const { return messages_sent_; }
+  /// Payload bytes this rank has received from the shared model's server (its pulls).
+  std::uint64_t bytes_received() const { return bytes_received_; }
+
+  // SharedModelCommunicator (core/shared_model.hpp): rank 0 keeps the server and runs it on a
+  // thread beside its training (see the top of this file). Copies of a Comm share its model.
+  /// Collective, once per communicator: every rank passes a server built the same way (same
+  /// element type and size, or every rank throws comm_error); rank 0 keeps its own.
+  void host_model(std::unique_ptr<ModelServer<float>> server) { host_model_impl(std::move(server)); }
+  void host_model(std::unique_ptr<ModelServer<double>> server) { host_model_impl(std::move(server)); }
+  /// x = the model's parameters; returns their version. Blocks for the server's answer only.
+  Pulled pull(std::span<float> x) { return pull_impl(x); }
+  Pulled pull(std::span<double> x) { return pull_impl(x); }
+  /// The server applies d (ModelServer::apply); returns the version produced and the
+  /// staleness. An accepted push counts in bytes_sent() and messages_sent(), a pull in
+  /// bytes_received(); a refused one in none.
+  Pushed push(std::span<const float> d) { return push_impl(d); }
+  Pushed push(std::span<const double> d) { return push_impl(d); }
+  /// The ranks that have left the shared model so far, in the order they left; asks the
+  /// server. Empty before host_model; after this rank's depart(), the ranks gone by then (on
+  /// rank 0, whose depart() waits for everyone: all of them).
+  std::vector<int> departed() const {
+    if (!model_) return {};
+    if (model_->host) return model_->host->departed();
+    if (model_->left) return model_->departed;
+    return model_->ask_ranks(detail::mpi_model::Op::departed);
+  }
+  /// Leaves the shared model: this rank makes no more pulls or pushes and the server lists it
+  /// in departed(). On rank 0 it then waits until every rank has left and stops the server.
+  /// run() calls it when fn returns; a program that makes its Comm itself calls it on every
+  /// rank before MPI is finalised. Nothing happens without a model or when this rank has left.
+  void depart() {
+    if (!model_ || model_->left) return;
+    if (model_->host) {
+      model_->host->leave(rank());
+      if (model_->server.joinable()) model_->server.join();
+    } else {
+      model_->departed = model_->ask_ranks(detail::mpi_model::Op::leave);
+    }
+    model_->left = true;
+  }
 
  private:
   enum class Kind : std::int64_t { all_reduce_sum = 1, all_reduce_mean, broadcast, barrier, all_gather, all_gather_v };
@@ -293,28 +602,167 @@ class Comm {
     return received;
   }
 
+  template <class T>
+  void host_model_impl(std::unique_ptr<ModelServer<T>> server) {
+    // Every rank's (element type, size or -1 for none, hosted already, thread level), by one
+    // small MPI_Allgather: every rank judges alike, so all throw (naming the culprits) or none.
+    int provided = MPI_THREAD_SINGLE;
+    detail::mpi_model::check(MPI_Query_thread(&provided), "MPI_Query_thread");
+    const int m = size();
+    const std::array<std::int64_t, 4> mine{slowmo::detail::element_code<T>(),
+                                           server ? std::int64_t(server->size()) : -1, model_ ? 1 : 0, provided};
+    sizes_.resize(4 * std::size_t(m));  // reused: all-gathers keep their sizes there too
+    BOOST_MPI_CHECK_RESULT(MPI_Allgather,
+                           (mine.data(), 4, MPI_INT64_T, sizes_.data(), 4, MPI_INT64_T, MPI_Comm(comm_)));
+    auto at = [&](int q, int k) { return sizes_[4 * std::size_t(q) + std::size_t(k)]; };
+    auto ranks = [&](auto pick, auto describe) {  // "rank 1<describe(1)>, rank 3..." (8 at most)
+      std::string out;
+      for (int q = 0, listed = 0; q < m; ++q) {
+        if (!pick(q)) continue;
+        if (listed++ == 8) return out + ", ...";
+        out += slowmo::detail::concat(listed > 1 ? ", " : "", "rank ", q, describe(q));
+      }
+      return out;
+    };
+    auto none = [](int) { return std::string(); };
+    auto model_of = [&](int q) {
+      return slowmo::detail::concat(": ", at(q, 1), " ", slowmo::detail::element_name(at(q, 0)));
+    };
+    const std::string who = slowmo::detail::concat("slowmo::mpi: rank ", rank(), ": host_model: ");
+    auto null = [&](int q) { return at(q, 1) < 0; };
+    auto differs = [&](int q) { return q == 0 || at(q, 0) != at(0, 0) || at(q, 1) != at(0, 1); };
+    auto hosted = [&](int q) { return at(q, 2) != 0; };
+    auto single = [&](int q) { return at(q, 3) < MPI_THREAD_MULTIPLE; };
+    bool any_null = false, any_differs = false, any_hosted = false, any_single = false;
+    for (int q = 0; q < m; ++q)
+      any_null |= null(q), any_differs |= q > 0 && differs(q), any_hosted |= hosted(q), any_single |= single(q);
+    if (any_null)
+      throw comm_error(who + ranks(null, none) +
+                       " passed no server (a null pointer); every rank passes a server built the same way (rank "
+                       "0's is kept)");
+    if (any_differs)
+      throw comm_error(who + "the ranks' servers differ (" + ranks(differs, model_of) +
+                       "); every rank passes a server of the same element type and size (rank 0's is kept)");
+    if (any_hosted)
+      throw comm_error(who + "a shared model is hosted on this communicator already (" + ranks(hosted, none) +
+                       "); every rank calls host_model once");
+    if (any_single)
+      throw comm_error(who + "the shared model's server thread needs MPI_THREAD_MULTIPLE, but MPI provides less (" +
+                       ranks(single, [&](int q) {
+                         return slowmo::detail::concat(": ", detail::mpi_model::thread_level_name(at(q, 3)));
+                       }) +
+                       "); slowmo::mpi::run asks for it; where MPI is initialised otherwise, ask for "
+                       "MPI_THREAD_MULTIPLE (e.g. boost::mpi::environment(argc, argv, "
+                       "boost::mpi::threading::multiple))");
+    if (at(0, 1) > INT_MAX)
+      throw comm_error(slowmo::detail::concat(who, "a model of ", at(0, 1), " values exceeds MPI's int count (",
+                                              INT_MAX, ")"));
+    auto shared = std::make_shared<detail::mpi_model::Shared>(
+        boost::mpi::communicator(MPI_Comm(comm_), boost::mpi::comm_duplicate));
+    if (rank() == 0) shared->start(std::make_shared<detail::mpi_model::HostOf<T>>(std::move(server), size()));
+    model_ = std::move(shared);  // the others drop their server here
+  }
+
+  /// The hosted model, or usage_error when there is none or this rank has left it.
+  detail::mpi_model::Shared& model(const char* op) const {
+    if (!model_)
+      throw usage_error(slowmo::detail::concat("slowmo::mpi: rank ", rank(), ": ", op,
+                                               " before host_model: host the shared model first (collectively: "
+                                               "every rank calls host_model, once)"));
+    if (model_->left)
+      throw usage_error(slowmo::detail::concat("slowmo::mpi: rank ", rank(), ": ", op,
+                                               " after this rank departed from the shared model"));
+    return *model_;
+  }
+
+  /// Throws, on this rank, the error the server answered to `op` of `count` T values.
+  template <class T>
+  [[noreturn]] void refused(const char* op, std::size_t count, const detail::mpi_model::Message& rep,
+                            const std::string& error) const {
+    using detail::mpi_model::Status;
+    using slowmo::detail::concat;
+    switch (static_cast<Status>(rep[0])) {
+      case Status::wrong_type:
+      case Status::wrong_size:
+        throw comm_error(concat("slowmo::mpi: rank ", rank(), ": ", op, " of ", count, " ",
+                                slowmo::detail::element_name(slowmo::detail::element_code<T>()),
+                                " values, but the shared model holds ", rep[2], " ",
+                                slowmo::detail::element_name(rep[1]), " values; the model is unchanged"));
+      case Status::no_pull:
+        throw usage_error(concat("slowmo::mpi: rank ", rank(),
+                                 ": push before this rank's first pull: pull the model first (a push's staleness "
+                                 "counts from the pusher's last pull); the model is unchanged"));
+      case Status::failed:
+        throw comm_error(concat("slowmo::mpi: rank ", rank(), ": ", op, ": the model server (on rank 0) failed: ",
+                                error, "; no update was counted"));
+      case Status::ok: break;
+    }
+    throw comm_error(concat("slowmo::mpi: rank ", rank(), ": ", op, ": unknown reply ", rep[0], " from the server"));
+  }
+
+  // Rank 0 is served directly, the others through the server thread (detail::mpi_model).
+  template <class T>
+  Pulled pull_impl(std::span<T> x) {
+    namespace mm = detail::mpi_model;
+    mm::Shared& shared = model("pull");
+    const int n = count_of(x, "pull");
+    const std::int64_t elem = slowmo::detail::element_code<T>();
+    std::string error;
+    const mm::Message rep = shared.host ? shared.host->pull(0, elem, n, x.data(), error)
+                                        : shared.ask(mm::Op::pull, elem, n, error);
+    if (rep[0] != std::int64_t(mm::Status::ok)) refused<T>("pull", x.size(), rep, error);
+    if (!shared.host)
+      mm::check(MPI_Recv(x.data(), n, mpi_type<T>(), 0, mm::data_tag, MPI_Comm(shared.comm), MPI_STATUS_IGNORE),
+                "MPI_Recv");
+    bytes_received_ += x.size_bytes();
+    return {rep[1]};
+  }
+
+  template <class T>
+  Pushed push_impl(std::span<const T> d) {
+    namespace mm = detail::mpi_model;
+    mm::Shared& shared = model("push");
+    const int n = count_of(d, "push");
+    const std::int64_t elem = slowmo::detail::element_code<T>();
+    std::string error;
+    const mm::Message rep = shared.host ? shared.host->push(0, elem, n, d.data(), error)
+                                        : shared.ask(mm::Op::push, elem, n, error, d.data());
+    if (rep[0] != std::int64_t(mm::Status::ok)) refused<T>("push", d.size(), rep, error);
+    bytes_sent_ += d.size_bytes();
+    messages_sent_ += 1;
+    return {rep[1], rep[2]};
+  }
+
   boost::mpi::communicator comm_;
   Options options_;
   double start_;
-  std::uint64_t bytes_sent_ = 0, messages_sent_ = 0;
+  std::uint64_t bytes_sent_ = 0, messages_sent_ = 0, bytes_received_ = 0;
   std::vector<std::int64_t> sizes_;        // all-gathers: every rank's (count, capacity, counts size)
   std::vector<int> recv_counts_, displacements_;  // all_gather_v: MPI's int arrays
+  std::shared_ptr<detail::mpi_model::Shared> model_;  // the shared model, once hosted
 };
 
-/// Runs fn(comm) on this rank. If fn throws, prints "slowmo: worker R failed: ..." to
-/// stderr and aborts the whole job (MPI_Abort), so no other rank waits forever. Returns
-/// fn's exit code (0 when fn returns void).
+static_assert(check_shared_model_communicator<Comm>());
+
+/// Runs fn(comm) on this rank, with MPI initialised for MPI_THREAD_MULTIPLE (the shared
+/// model's server thread needs it). When fn returns, the rank departs from the shared model if
+/// one is hosted (rank 0 waits there for every rank, then stops the server). If fn throws,
+/// prints "slowmo: worker R failed: ..." to stderr and aborts the whole job (MPI_Abort), so no
+/// other rank waits forever. Returns fn's exit code (0 when fn returns void).
 template <class F>
 int run(int argc, char** argv, F&& fn, Options options = {}) {
-  boost::mpi::environment env(argc, argv);
+  boost::mpi::environment env(argc, argv, boost::mpi::threading::multiple);
   boost::mpi::communicator world;
   try {
     Comm comm(world, options);
     if constexpr (std::is_void_v<decltype(fn(comm))>) {
       fn(comm);
+      comm.depart();
       return 0;
     } else {
-      return fn(comm);
+      const int code = fn(comm);
+      comm.depart();
+      return code;
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "slowmo: worker %d failed: %s\n", world.rank(), e.what());

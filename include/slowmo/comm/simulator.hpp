@@ -8,12 +8,31 @@
 // Deterministic: reductions add the workers' buffers in rank order, and exactly one worker
 // runs at a time, chosen by (virtual clock, rank), so every run of a program gives
 // bit-identical results whatever the OS does, and the same results as slowmo::threads.
+//
+// The shared global model (SharedModelCommunicator, core/shared_model.hpp) is a server node
+// beside the workers. With B = size() * sizeof(T) bytes, L the latency, bw the bandwidth,
+// S = Options::server_seconds_per_update and d_w worker w's message_delay:
+//  - push at worker clock t: it arrives at a = t + d_w + L + B/bw;
+//  - pull at worker clock t: its request arrives at a = t + d_w + L;
+//  - the server serves these events one at a time in (a, rank, sequence) order: a push
+//    starts at max(a, free), is applied at done = start + S (the next version), free =
+//    done, and the worker's clock becomes done + L (a small ack); a pull reads the
+//    parameters at s = max(a, free) (every update served before it, none after; pulls
+//    cost the server no time) and the worker's clock becomes s + B/bw + L;
+//  - an event is served only once no worker can still create an earlier one, so the
+//    versions, staleness, clocks and parameters are a function of the program alone:
+//    bit-reproducible whatever the host's threads do.
+// host_model meets like a barrier (ceil(log2 m) latencies). A push adds B to the worker's
+// bytes sent and one message; a pull adds B to its bytes received and to the server's
+// bytes sent (Report::server).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "slowmo/comm/detail/local_comm.hpp"
@@ -57,11 +76,27 @@ struct Options {
   /// Fault injection: per worker, the communication call (1-based) at which it throws
   /// sim::injected_fault; 0 never. Empty: no faults.
   std::vector<std::int64_t> fail_at_call{};
+  /// The shared model's server spends this many virtual seconds on each push (pulls cost
+  /// it nothing); pushes that arrive while it is busy queue in arrival order.
+  double server_seconds_per_update = 0;
+  /// What a worker whose function throws does: ends the run (abort_run: run() throws
+  /// worker_error) or only departs (leave: the others go on; run() returns, with the
+  /// failures in Report::failures).
+  detail::WorkerFailure worker_failure = detail::WorkerFailure::abort_run;
 };
 
-/// What a run leaves behind, per worker: virtual time at the end, bytes and messages sent.
+/// What a failing worker does to the run (Options::worker_failure).
+using WorkerFailure = slowmo::detail::WorkerFailure;
+/// A worker that failed without ending the run (WorkerFailure::leave).
+using Failure = slowmo::detail::Failure;
+
+/// What a run leaves behind, per worker: virtual time at the end, bytes and messages sent,
+/// bytes received from the shared model; the failed workers (WorkerFailure::leave, by
+/// rank); and the shared model's server.
 struct Report {
   std::vector<detail::WorkerStats> workers;
+  std::vector<detail::Failure> failures{};
+  detail::ServerStats server{};
   /// The virtual time at which the last worker finished.
   double makespan() const {
     double t = 0;
@@ -113,6 +148,8 @@ inline EngineOptions sim_engine_options(const sim::Options& o) {
                    concat("message_delay[", r, "]"), o.message_delay[r], "must be finite and >= 0");
   require_option(o.fail_at_call.empty() || o.fail_at_call.size() == std::size_t(o.workers), "sim::run",
                  "fail_at_call.size()", o.fail_at_call.size(), "must be 0 or the number of workers");
+  require_option(finite(o.server_seconds_per_update) && o.server_seconds_per_update >= 0, "sim::run",
+                 "server_seconds_per_update", o.server_seconds_per_update, "must be finite and >= 0 (seconds)");
   return {.workers = o.workers,
           .mode = Mode::virtual_time,
           .cost = {.latency = o.network.latency, .bandwidth = o.network.bandwidth},
@@ -120,7 +157,9 @@ inline EngineOptions sim_engine_options(const sim::Options& o) {
           .jitter = o.jitter,
           .seed = o.seed,
           .message_delay = o.message_delay,
-          .fail_at = o.fail_at_call};
+          .fail_at = o.fail_at_call,
+          .server_seconds = o.server_seconds_per_update,
+          .on_failure = o.worker_failure};
 }
 }  // namespace slowmo::detail
 
@@ -128,12 +167,14 @@ namespace slowmo::sim {
 
 /// Runs fn(comm) for every simulated worker; returns when all have returned. A worker that
 /// throws ends the run: the others are released and run() throws slowmo::worker_error
-/// naming the worker, with the original exception nested. If the system refuses one of the
-/// workers' threads, no worker runs and run() throws slowmo::comm_error saying so.
+/// naming the worker, with the original exception nested (with WorkerFailure::leave it
+/// only departs and run() reports it in Report::failures). If the system refuses one of
+/// the workers' threads, no worker runs and run() throws slowmo::comm_error saying so.
 template <class F>
 Report run(const Options& options, F&& fn) {
   slowmo::detail::Engine engine(slowmo::detail::sim_engine_options(options));
-  return {slowmo::detail::run_workers<Comm>(engine, fn, "sim::run")};
+  slowmo::detail::RunResult result = slowmo::detail::run_workers<Comm>(engine, fn, "sim::run");
+  return {std::move(result.workers), std::move(result.failures), result.server};
 }
 
 }  // namespace slowmo::sim

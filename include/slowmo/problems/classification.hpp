@@ -1,4 +1,4 @@
-// slowmo/problems/classification.hpp — a classification problem: a model (problems::Mlp; one
+// slowmo/problems/classification.hpp — a classification problem: a model (Mlp; one
 // with no hidden layer is softmax regression) trained on a dataset shared by the workers, each
 // worker owning a shard of its samples (problems/split.hpp makes IID and label-skewed shards).
 //
@@ -38,14 +38,14 @@ struct ClassificationOptions {
   std::uint64_t seed = 0;  ///< of the minibatch draws (the initial parameters come from init(seed))
 };
 
-template <class Model = problems::Mlp>
+template <class Model = Mlp>
 class Classification {
  public:
   /// The samples per chunk of the calls that make their own scratch (loss(x), accuracy, ...).
   static constexpr Eigen::Index evaluation_chunk = 512;
 
   /// `shards[i]` lists worker i's samples (indices into *train; repeats allowed).
-  Classification(Model model, std::shared_ptr<const problems::Dataset> train, std::vector<std::vector<Eigen::Index>> shards,
+  Classification(Model model, std::shared_ptr<const Dataset> train, std::vector<std::vector<Eigen::Index>> shards,
                  ClassificationOptions o = {})
       : model_(std::move(model)),
         train_(std::move(train)),
@@ -79,7 +79,7 @@ class Classification {
   int workers() const { return static_cast<int>(shards_.size()); }
   Eigen::Index dim() const { return model_.dim(); }
   const Model& model() const { return model_; }
-  const problems::Dataset& train() const { return *train_; }
+  const Dataset& train() const { return *train_; }
   const std::vector<Eigen::Index>& shard(int rank) const {
     detail::check_rank("Classification::shard", rank, workers());
     return shards_[std::size_t(rank)];
@@ -146,7 +146,7 @@ class Classification {
 
   /// The fraction of a (held-out) dataset's samples the model classifies correctly.
   template <class T>
-  double accuracy(const Vector<T>& x, const problems::Dataset& d) const {
+  double accuracy(const Vector<T>& x, const Dataset& d) const {
     detail::check_dim("Classification::accuracy", x.size(), dim());
     auto ws = model_.template workspace<T>(std::clamp(d.size(), Eigen::Index(1), evaluation_chunk));
     return model_.accuracy(x, d, ws);
@@ -154,7 +154,7 @@ class Classification {
   /// The model's loss on every sample of a (held-out) dataset: the same objective as f_i
   /// (mean cross-entropy + l2/2 |x|^2).
   template <class T>
-  double loss(const Vector<T>& x, const problems::Dataset& d) const {
+  double loss(const Vector<T>& x, const Dataset& d) const {
     detail::check_dim("Classification::loss", x.size(), dim());
     auto ws = model_.template workspace<T>(std::clamp(d.size(), Eigen::Index(1), evaluation_chunk));
     return model_.loss(x, d, ws);
@@ -215,7 +215,7 @@ class Classification {
   }
 
   Model model_;
-  std::shared_ptr<const problems::Dataset> train_;
+  std::shared_ptr<const Dataset> train_;
   std::vector<std::vector<Eigen::Index>> shards_;
   ClassificationOptions o_;
   mutable ScratchList scratch_;

@@ -320,7 +320,7 @@ class Mlp {
   /// The mean cross-entropy of the samples `samples` (indices into `data`, repeats allowed) at
   /// x, plus l2/2 |x|^2.
   template <class T>
-  double loss(std::type_identity_t<ConstVectorRef<T>> x, const problems::Dataset& data,
+  double loss(std::type_identity_t<ConstVectorRef<T>> x, const Dataset& data,
               std::span<const Eigen::Index> samples, Workspace<T>& ws) const {
     check_call("loss", x.size(), -1, ws);
     check_samples("loss", data, samples);
@@ -328,7 +328,7 @@ class Mlp {
   }
   /// The same loss, and its gradient written into g (nothing is written if it throws).
   template <class T>
-  double loss_and_gradient(std::type_identity_t<ConstVectorRef<T>> x, const problems::Dataset& data,
+  double loss_and_gradient(std::type_identity_t<ConstVectorRef<T>> x, const Dataset& data,
                            std::span<const Eigen::Index> samples, Workspace<T>& ws,
                            std::type_identity_t<VectorRef<T>> g) const {
     check_call("loss_and_gradient", x.size(), g.size(), ws);
@@ -339,7 +339,7 @@ class Mlp {
   /// The mean cross-entropy over every sample of `data`, plus l2/2 |x|^2 (the same objective
   /// as loss(x, data, samples, ws)).
   template <class T>
-  double loss(std::type_identity_t<ConstVectorRef<T>> x, const problems::Dataset& data, Workspace<T>& ws) const {
+  double loss(std::type_identity_t<ConstVectorRef<T>> x, const Dataset& data, Workspace<T>& ws) const {
     check_call("loss", x.size(), -1, ws);
     check_dataset("loss", data, true);
     double total = 0;
@@ -350,7 +350,7 @@ class Mlp {
   }
   /// The fraction of `data`'s samples whose largest logit is their label's.
   template <class T>
-  double accuracy(std::type_identity_t<ConstVectorRef<T>> x, const problems::Dataset& data, Workspace<T>& ws) const {
+  double accuracy(std::type_identity_t<ConstVectorRef<T>> x, const Dataset& data, Workspace<T>& ws) const {
     check_call("accuracy", x.size(), -1, ws);
     check_dataset("accuracy", data, false);
     Eigen::Index right = 0;
@@ -366,7 +366,7 @@ class Mlp {
   }
   /// The predicted class of every sample of `data` (the first of equal largest logits).
   template <class T>
-  void predict(std::type_identity_t<ConstVectorRef<T>> x, const problems::Dataset& data, Workspace<T>& ws,
+  void predict(std::type_identity_t<ConstVectorRef<T>> x, const Dataset& data, Workspace<T>& ws,
                std::span<std::int32_t> predicted) const {
     check_call("predict", x.size(), -1, ws);
     check_dataset("predict", data, false);
@@ -422,7 +422,7 @@ class Mlp {
                                                  detail::widths_string(ws.widths_), " used with a network of widths ",
                                                  detail::widths_string(o_.widths)));
   }
-  void check_data_shape(const char* what, const problems::Dataset& data) const {
+  void check_data_shape(const char* what, const Dataset& data) const {
     if (data.features() != inputs())
       throw size_mismatch(slowmo::detail::concat("slowmo::problems::Mlp::", what, ": ", data.name, " has ",
                                                  data.features(), " features per sample; the network takes ",
@@ -431,14 +431,14 @@ class Mlp {
       throw size_mismatch(slowmo::detail::concat("slowmo::problems::Mlp::", what, ": ", data.name, " has ", data.size(),
                                                  " samples but ", data.y.size(), " labels"));
   }
-  void check_label(const char* what, const problems::Dataset& data, Eigen::Index sample) const {
+  void check_label(const char* what, const Dataset& data, Eigen::Index sample) const {
     const std::int32_t y = data.y[std::size_t(sample)];
     if (y < 0 || y >= classes())
       throw size_mismatch(slowmo::detail::concat("slowmo::problems::Mlp::", what, ": label ", y, " of sample ", sample,
                                                  " of ", data.name, " is out of range [0, ", classes(),
                                                  ") of the network's classes"));
   }
-  void check_samples(const char* what, const problems::Dataset& data, std::span<const Eigen::Index> samples) const {
+  void check_samples(const char* what, const Dataset& data, std::span<const Eigen::Index> samples) const {
     check_data_shape(what, data);
     if (samples.empty())
       throw size_mismatch(
@@ -451,7 +451,7 @@ class Mlp {
       check_label(what, data, samples[k]);
     }
   }
-  void check_dataset(const char* what, const problems::Dataset& data, bool labels) const {
+  void check_dataset(const char* what, const Dataset& data, bool labels) const {
     check_data_shape(what, data);
     if (data.size() == 0)
       throw size_mismatch(slowmo::detail::concat("slowmo::problems::Mlp::", what, ": ", data.name, " has no samples"));
@@ -472,7 +472,7 @@ class Mlp {
 
   /// The loss (and gradient) over the listed samples, in chunks of the workspace's capacity.
   template <class T>
-  double pass_indexed(const ConstVectorRef<T>& x, const problems::Dataset& data, std::span<const Eigen::Index> samples,
+  double pass_indexed(const ConstVectorRef<T>& x, const Dataset& data, std::span<const Eigen::Index> samples,
                       Workspace<T>& ws, VectorRef<T>* g) const {
     const Eigen::Index N = Eigen::Index(samples.size()), w0 = inputs();
     if (g) {
@@ -501,7 +501,7 @@ class Mlp {
   /// Runs the forward pass over `data` in contiguous chunks and calls f(n, labels) after each.
   /// Float parameters read the dataset's columns in place; double ones a cast copy.
   template <class T, class F>
-  void for_each_chunk(const ConstVectorRef<T>& x, const problems::Dataset& data, Workspace<T>& ws, F&& f) const {
+  void for_each_chunk(const ConstVectorRef<T>& x, const Dataset& data, Workspace<T>& ws, F&& f) const {
     const Eigen::Index N = data.size(), w0 = inputs();
     for (Eigen::Index start = 0; start < N; start += ws.capacity_) {
       const Eigen::Index n = std::min(ws.capacity_, N - start);

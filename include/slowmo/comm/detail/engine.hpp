@@ -14,10 +14,19 @@
 //    program alone, and events can be ordered by virtual time (the shape asynchronous
 //    algorithms need), not only by lock-step rounds.
 //
-// Failure handling: a worker whose function throws aborts the run (everyone else's next or
-// current operation throws detail::Aborted, so nobody waits forever); mismatched
+// Failure handling: by default a worker whose function throws aborts the run (everyone
+// else's next or current operation throws detail::Aborted, so nobody waits forever); with
+// WorkerFailure::leave it only departs, and an operation that needs it (a collective, a
+// receive from it) fails with comm_error naming it instead of waiting. Mismatched
 // collectives fail on every participant; when no worker can make progress the engine
 // reports a deadlock to every waiting worker, naming what each one waits for.
+//
+// The shared global model (core/shared_model.hpp): host_model is a collective that keeps
+// rank 0's ModelServer in the engine for the rest of the run. On threads a pull or push is
+// served at once under the mutex, in arrival order. On the simulator each is an event at
+// the virtual time its request reaches the server; events are served one at a time in
+// (time, rank, sequence) order, and one is served only once no worker can still create an
+// earlier one (settle_events), so the result is a function of the program alone.
 //
 // All-gathers may legitimately bring different sizes (all_gather_v), so their sizes are
 // judged when the last worker arrives, from everyone's: a misfit then fails every worker
@@ -33,14 +42,17 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "slowmo/core/communicator.hpp"
 #include "slowmo/core/error.hpp"
+#include "slowmo/core/shared_model.hpp"
 
 namespace slowmo::detail {
 
@@ -115,6 +127,17 @@ struct CostModel {
 
 enum class Mode { parallel, virtual_time };
 
+/// What a worker whose function throws does to the run.
+enum class WorkerFailure : std::uint8_t {
+  /// The run ends: the other workers are released (their next or current operation throws)
+  /// and run() throws worker_error naming the failed worker.
+  abort_run,
+  /// The worker departs, its error recorded; the others go on (the shared model keeps
+  /// working; a collective, or a receive from it, fails with comm_error naming it) and run()
+  /// returns normally, reporting the failures.
+  leave
+};
+
 struct EngineOptions {
   int workers = 1;
   Mode mode = Mode::parallel;
@@ -124,6 +147,8 @@ struct EngineOptions {
   std::uint64_t seed = 0;
   std::vector<double> message_delay{};  // per worker: extra seconds before what it sends arrives
   std::vector<std::int64_t> fail_at{};  // per worker: throw at this communication call (1-based); 0: never
+  double server_seconds = 0;            // virtual seconds the model server spends on each push
+  WorkerFailure on_failure = WorkerFailure::abort_run;
 };
 
 /// Thrown by a worker's communicator where the simulator was told to inject a fault.
@@ -137,6 +162,22 @@ struct WorkerStats {
   double time = 0;               ///< final clock: virtual seconds (simulator) or wall seconds (threads)
   std::uint64_t bytes_sent = 0;  ///< payload bytes this worker put on the (modelled) network
   std::uint64_t messages_sent = 0;
+  std::uint64_t bytes_received = 0;  ///< payload bytes of the shared model it pulled
+};
+
+/// The shared model's server after a run (all zero when no model was hosted).
+struct ServerStats {
+  std::int64_t updates = 0;          ///< pushes applied: the final version
+  std::uint64_t pulls = 0;           ///< pulls served
+  std::uint64_t bytes_sent = 0;      ///< payload bytes of the pulls it served
+  std::uint64_t bytes_received = 0;  ///< payload bytes of the pushes it applied
+};
+
+/// A worker that failed where failures do not abort the run (WorkerFailure::leave).
+struct Failure {
+  int rank = -1;
+  std::string message;          ///< the exception's what() ("unknown exception" for a non-std one)
+  std::exception_ptr error{};   ///< the exception itself, to rethrow
 };
 
 class Engine {
@@ -153,6 +194,8 @@ class Engine {
       w.fail_at = opt_.fail_at.empty() ? 0 : opt_.fail_at[static_cast<std::size_t>(r)];
     }
     alive_ = m_;
+    departed_.reserve(static_cast<std::size_t>(m_));
+    events_.reserve(static_cast<std::size_t>(m_));  // at most one pending event per worker
     start_ = std::chrono::steady_clock::now();
     if (opt_.mode == Mode::virtual_time) running_ = 0;
   }
@@ -174,10 +217,13 @@ class Engine {
     w.status = Status::done;
     if (opt_.mode == Mode::parallel) w.clock = wall_seconds();
     --alive_;
+    departed_.push_back(r);
     if (error && !is_aborted(error)) {
       w.failure = error;
-      abort_all();
+      w.failure_message = message_of(error);
+      if (opt_.on_failure == WorkerFailure::abort_run) abort_all();
     }
+    if (opt_.on_failure == WorkerFailure::leave && !aborted_) release_waiting_on(r);
     if (opt_.mode == Mode::virtual_time)
       hand_over(lk, r);
     else
@@ -185,10 +231,44 @@ class Engine {
   }
 
   std::exception_ptr failure(int r) const { return workers_[static_cast<std::size_t>(r)].failure; }
+  /// Whether a failure ends the run (abort_run) or only its worker (leave).
+  WorkerFailure on_failure() const { return opt_.on_failure; }
+  /// The failed workers, by rank (after the run).
+  std::vector<Failure> failures() const {
+    std::vector<Failure> out;
+    for (int q = 0; q < m_; ++q) {
+      const Worker& w = workers_[static_cast<std::size_t>(q)];
+      if (w.failure) out.push_back({q, w.failure_message, w.failure});
+    }
+    return out;
+  }
   WorkerStats stats(int r) {
     std::lock_guard lk(mu_);
     const Worker& w = workers_[static_cast<std::size_t>(r)];
-    return {w.clock, w.bytes_sent, w.messages_sent};
+    return {w.clock, w.bytes_sent, w.messages_sent, w.bytes_received};
+  }
+  ServerStats server_stats() {
+    std::lock_guard lk(mu_);
+    return model_.stats;
+  }
+  /// The ranks that have left the run so far (returned or failed), in the order they left.
+  /// On threads: in wall-clock order. On the simulator: those that left at a virtual time
+  /// up to worker r's clock, by (time, rank); the call first lets every worker that is
+  /// behind r in virtual time run, so none can still leave before r's clock.
+  std::vector<int> departed(int r) {
+    std::unique_lock lk(mu_);
+    if (opt_.mode == Mode::parallel) return departed_;
+    hand_over(lk, r);  // r stays runnable: it resumes once it is the earliest again
+    wait_for_turn(lk, r);
+    const double now = worker(r).clock;
+    std::vector<int> out;
+    for (int q : departed_)
+      if (worker(q).clock <= now) out.push_back(q);
+    std::stable_sort(out.begin(), out.end(), [&](int a, int b) {
+      const double ta = worker(a).clock, tb = worker(b).clock;
+      return ta < tb || (ta == tb && a < b);
+    });
+    return out;
   }
 
   // ---- clocks ------------------------------------------------------------------------
@@ -242,6 +322,53 @@ class Engine {
     return collective(r, Kind::all_gather_v, dtype_of<T>(), nullptr, send.size(), -1, &part);
   }
 
+  // ---- the shared model --------------------------------------------------------------
+
+  /// Collective: every worker passes a server; rank 0's is kept for the rest of the run
+  /// (the others stay with their callers, who destroy them). Null servers, different element
+  /// types or sizes, and a second host_model fail on every worker, naming them.
+  template <class T>
+  void host_model(int r, std::unique_ptr<ModelServer<T>>& server) {
+    collective(r, Kind::host_model, dtype_of<T>(), server ? static_cast<void*>(&server) : nullptr,
+               server ? server->size() : 0, -1);
+  }
+
+  template <class T>
+  Pulled pull(int r, std::span<T> x) {
+    std::unique_lock lk(mu_);
+    throw_if_aborted();
+    count_call(r, "pull");
+    check_model_call(r, false, dtype_of<T>(), x.size());
+    Worker& w = worker(r);
+    w.pull_buf = x.data();
+    if (opt_.mode == Mode::parallel) {
+      serve_pull(r);
+    } else {  // the request reaches the server latency after it leaves (a small message)
+      post_event(r, Kind::pull, (w.clock + w.delay) + opt_.cost.latency);
+      suspend(lk, r);
+    }
+    rethrow_server_failure(w);
+    return w.pulled;
+  }
+
+  template <class T>
+  Pushed push(int r, std::span<const T> d) {
+    std::unique_lock lk(mu_);
+    throw_if_aborted();
+    count_call(r, "push");
+    check_model_call(r, true, dtype_of<T>(), d.size());
+    Worker& w = worker(r);
+    w.push_buf = d.data();  // read in place when the push is applied: the worker waits until then
+    if (opt_.mode == Mode::parallel) {
+      apply_push(r);
+    } else {  // the push reaches the server latency + bytes / bandwidth after it leaves
+      post_event(r, Kind::push, ((w.clock + w.delay) + opt_.cost.latency) + opt_.cost.transfer(double(model_bytes())));
+      suspend(lk, r);
+    }
+    rethrow_server_failure(w);
+    return w.pushed;
+  }
+
   // ---- point to point ----------------------------------------------------------------
 
   template <class T>
@@ -261,6 +388,9 @@ class Engine {
     // The message from `source` may be there already; and `dest` may be waiting for ours.
     try_deliver(source, r);
     try_deliver(r, dest);
+    if (w.status == Status::blocked && departs_for_good(source) && channel(source, r).empty())
+      fail_waiting(r, concat("slowmo: worker ", r, ": exchange waits for a message from ", departure_of(source),
+                             ", which has left the run"), worker(source).clock);
     suspend(lk, r);
     return w.recv_weight;
   }
@@ -275,7 +405,10 @@ class Engine {
     barrier,
     all_gather,
     all_gather_v,
-    receive
+    host_model,
+    receive,
+    pull,  // waiting for a pull event (simulator)
+    push   // waiting for a push event (simulator)
   };
 
   static const char* kind_name(Kind k) {
@@ -286,13 +419,20 @@ class Engine {
       case Kind::barrier: return "barrier";
       case Kind::all_gather: return "all_gather";
       case Kind::all_gather_v: return "all_gather_v";
+      case Kind::host_model: return "host_model";
       case Kind::receive: return "exchange";
+      case Kind::pull: return "pull";
+      case Kind::push: return "push";
       case Kind::none: break;
     }
     return "nothing";
   }
 
   static bool is_gather(Kind k) { return k == Kind::all_gather || k == Kind::all_gather_v; }
+  /// Operations that meet in the collective slot.
+  static bool is_collective(Kind k) {
+    return k != Kind::none && k != Kind::receive && k != Kind::pull && k != Kind::push;
+  }
 
   struct Op {
     Kind kind = Kind::none;
@@ -316,7 +456,42 @@ class Engine {
     std::string error;  // why the current operation failed, if it did
     std::size_t gathered = 0;  // the total of its last all-gather
     std::exception_ptr failure;
-    std::uint64_t bytes_sent = 0, messages_sent = 0;
+    std::string failure_message;
+    std::uint64_t bytes_sent = 0, messages_sent = 0, bytes_received = 0;
+    // The shared model: this worker's pending pull or push, and what it returns.
+    void* pull_buf = nullptr;
+    const void* push_buf = nullptr;
+    bool has_pulled = false;
+    std::int64_t pull_version = 0;     // the version its last pull read
+    std::int64_t own_since_pull = 0;   // its pushes applied since then
+    Pulled pulled{};
+    Pushed pushed{};
+    std::exception_ptr server_failure;  // what the ModelServer threw while serving it
+  };
+
+  /// A pull or push on its way to the server (simulator), keyed by (time, rank, seq).
+  struct Event {
+    double time = 0;
+    int rank = 0;
+    std::uint64_t seq = 0;
+    Kind kind = Kind::none;
+  };
+  static bool before(const Event& a, const Event& b) {
+    if (a.time != b.time) return a.time < b.time;
+    if (a.rank != b.rank) return a.rank < b.rank;
+    return a.seq < b.seq;
+  }
+
+  /// The hosted model: rank 0's server, of one element type.
+  struct Model {
+    bool hosted = false;
+    DType type = DType::f64;
+    std::size_t size = 0;
+    std::unique_ptr<ModelServer<float>> f32;
+    std::unique_ptr<ModelServer<double>> f64;
+    std::int64_t version = 0;  // updates applied
+    double free_at = 0;        // simulator: when the server is next idle
+    ServerStats stats;
   };
 
   struct Message {
@@ -406,6 +581,9 @@ class Engine {
     // once the first failures have aborted the run: every participant learns why.
     if (slot_.arrived == 0 || slot_.error.empty()) throw_if_aborted();
     count_call(r, kind_name(kind));
+    if (opt_.on_failure == WorkerFailure::leave && !departed_.empty())  // it would never complete
+      throw comm_error(concat("slowmo: worker ", r, ": ", kind_name(kind), " needs every worker, but ",
+                              departed_description()));
     if (kind == Kind::broadcast && (root < 0 || root >= m_))
       throw comm_error(concat("slowmo: worker ", r, ": broadcast root ", root, " is out of range [0, ", m_, ")"));
     Worker& w = worker(r);
@@ -433,6 +611,7 @@ class Engine {
   std::string mismatch(int r, const Op& op) const {
     const Op& first = slot_.op;
     const int r0 = slot_.first_rank;
+    if (op.kind == Kind::host_model && first.kind == Kind::host_model) return {};  // judged at completion
     auto describe = [](const Op& o) {
       return concat(kind_name(o.kind), o.kind == Kind::barrier ? std::string()
                                                              : concat(" of ", o.count, " ", name_of(o.type)),
@@ -450,7 +629,7 @@ class Engine {
   void fail_waiting_collective() {
     for (int q = 0; q < m_; ++q) {
       Worker& w = worker(q);
-      if (w.status == Status::blocked && w.op.kind != Kind::receive && w.op.kind != Kind::none) {
+      if (w.status == Status::blocked && is_collective(w.op.kind)) {
         w.error = slot_.error;
         make_runnable(q);
       }
@@ -485,6 +664,11 @@ class Engine {
           account_broadcast(op.peer, bytes);
           break;
         case Kind::barrier: done_at += opt_.cost.barrier(m_); break;
+        case Kind::host_model:
+          slot_.error = host_model_error();
+          if (slot_.error.empty()) take_model(op.type, op.count);
+          done_at += opt_.cost.barrier(m_);  // it meets like a barrier
+          break;
         case Kind::all_gather:
         case Kind::all_gather_v: {
           const auto& parts = slot_.gather;
@@ -513,6 +697,257 @@ class Engine {
     slot_.arrived = 0;
     std::fill(slot_.bufs.begin(), slot_.bufs.end(), nullptr);
     std::fill(slot_.gather.begin(), slot_.gather.end(), GatherPart{});
+  }
+
+  /// "worker 1<describe(1)>, worker 3<describe(3)>" (at most 8 named) for the q where pick(q) holds.
+  template <class Pick, class Describe>
+  std::string list_workers(Pick pick, Describe describe) const {
+    std::string out;
+    int listed = 0;
+    for (int q = 0; q < m_; ++q) {
+      if (!pick(q)) continue;
+      if (listed++ == 8) {
+        out += ", ...";
+        break;
+      }
+      out += concat(listed > 1 ? ", " : "", "worker ", q, describe(q));
+    }
+    return out;
+  }
+
+  /// Why host_model cannot host, judged from every worker's server, or "".
+  std::string host_model_error() const {
+    auto null = [&](int q) { return slot_.bufs[static_cast<std::size_t>(q)] == nullptr; };
+    auto none = [](int) { return std::string(); };
+    for (int q = 0; q < m_; ++q)
+      if (null(q))
+        return concat("slowmo: host_model: ", list_workers(null, none),
+                      " passed no server (a null pointer); every worker passes a server built the same way "
+                      "(rank 0's is kept)");
+    const Op& o0 = workers_[0].op;
+    auto differs = [&](int q) {
+      const Op& o = workers_[static_cast<std::size_t>(q)].op;
+      return q == 0 || o.type != o0.type || o.count != o0.count;
+    };
+    auto model = [&](int q) {
+      const Op& o = workers_[static_cast<std::size_t>(q)].op;
+      return concat(": ", o.count, " ", name_of(o.type));
+    };
+    for (int q = 1; q < m_; ++q)
+      if (differs(q))
+        return concat("slowmo: host_model: the workers' servers differ (", list_workers(differs, model),
+                      "); every worker passes a server of the same element type and size (rank 0's is kept)");
+    if (model_.hosted)
+      return concat("slowmo: host_model: a model of ", model_.size, " ", name_of(model_.type),
+                    " is hosted already; every worker calls host_model once per run");
+    return {};
+  }
+  /// Keeps rank 0's server (its unique_ptr, which the blocked worker 0 still holds).
+  void take_model(DType type, std::size_t size) {
+    model_.hosted = true;
+    model_.type = type;
+    model_.size = size;
+    if (type == DType::f32) model_.f32 = std::move(*static_cast<std::unique_ptr<ModelServer<float>>*>(slot_.bufs[0]));
+    else model_.f64 = std::move(*static_cast<std::unique_ptr<ModelServer<double>>*>(slot_.bufs[0]));
+  }
+
+  std::size_t model_bytes() const { return model_.size * size_of(model_.type); }
+
+  /// A pull or push is checked on its worker before it goes anywhere: the model is unchanged.
+  void check_model_call(int r, bool is_push, DType type, std::size_t n) const {
+    const char* what = is_push ? "push" : "pull";
+    if (!model_.hosted)
+      throw usage_error(concat("slowmo: worker ", r, ": ", what,
+                               " before host_model: every worker calls comm.host_model(server) once, before its "
+                               "first pull or push"));
+    if (type != model_.type)
+      throw comm_error(concat("slowmo: worker ", r, ": ", what, " of ", name_of(type),
+                              " values, but the hosted model holds ", name_of(model_.type), " values"));
+    if (n != model_.size)
+      throw comm_error(concat("slowmo: worker ", r, ": ", what, " of ", n, " values, but the hosted model has ",
+                              model_.size, " (every pull and push moves the whole model)"));
+    if (is_push && !workers_[static_cast<std::size_t>(r)].has_pulled)
+      throw usage_error(concat("slowmo: worker ", r,
+                               ": push before this worker's first pull: pull the parameters first (a push's "
+                               "staleness counts the updates since the worker's last pull)"));
+  }
+
+  /// Reads the model into worker r's pull buffer; its version becomes the worker's.
+  void serve_pull(int r) {
+    Worker& w = worker(r);
+    try {
+      if (model_.type == DType::f32) model_.f32->read(std::span<float>(static_cast<float*>(w.pull_buf), model_.size));
+      else model_.f64->read(std::span<double>(static_cast<double*>(w.pull_buf), model_.size));
+    } catch (...) {
+      w.server_failure = std::current_exception();
+      return;
+    }
+    w.has_pulled = true;
+    w.pull_version = model_.version;
+    w.own_since_pull = 0;
+    w.pulled = {model_.version};
+    const std::uint64_t bytes = model_bytes();
+    w.bytes_received += bytes;
+    model_.stats.bytes_sent += bytes;
+    ++model_.stats.pulls;
+  }
+  /// Applies worker r's push buffer: one update; staleness counts the others' updates since
+  /// the worker's last pull.
+  void apply_push(int r) {
+    Worker& w = worker(r);
+    try {
+      if (model_.type == DType::f32)
+        model_.f32->apply(r, std::span<const float>(static_cast<const float*>(w.push_buf), model_.size));
+      else model_.f64->apply(r, std::span<const double>(static_cast<const double*>(w.push_buf), model_.size));
+    } catch (...) {
+      w.server_failure = std::current_exception();
+      return;
+    }
+    w.pushed.staleness = model_.version - w.pull_version - w.own_since_pull;
+    w.pushed.version = ++model_.version;
+    ++w.own_since_pull;
+    const std::uint64_t bytes = model_bytes();
+    w.bytes_sent += bytes;
+    w.messages_sent += 1;
+    model_.stats.bytes_received += bytes;
+    model_.stats.updates = model_.version;
+  }
+  static void rethrow_server_failure(Worker& w) {
+    if (w.server_failure) std::rethrow_exception(std::exchange(w.server_failure, nullptr));
+  }
+
+  // Simulator: worker r waits for its pull or push, an event at `time`.
+  void post_event(int r, Kind kind, double time) {
+    Worker& w = worker(r);
+    w.op = Op{kind, model_.type, model_.size, -1, ++op_seq_};
+    w.status = Status::blocked;
+    ++blocked_;
+    events_.push_back({time, r, w.op.seq, kind});
+    std::push_heap(events_.begin(), events_.end(), later);
+  }
+  static bool later(const Event& a, const Event& b) { return before(b, a); }  // a min-heap on before
+
+  /// Serves one event: a push occupies the server for server_seconds from
+  /// max(arrival, server free) and its ack reaches the worker latency later; a pull reads
+  /// the model at max(arrival, server free) and the parameters reach the worker
+  /// bytes / bandwidth + latency later.
+  void process_event(const Event& e) {
+    Worker& w = worker(e.rank);
+    const double start = std::max(e.time, model_.free_at);
+    if (e.kind == Kind::push) {
+      const double done = start + opt_.server_seconds;
+      model_.free_at = done;
+      apply_push(e.rank);
+      w.clock = done + opt_.cost.latency;
+    } else {
+      serve_pull(e.rank);
+      w.clock = (start + opt_.cost.transfer(double(model_bytes()))) + opt_.cost.latency;
+    }
+    make_runnable(e.rank);
+  }
+
+  /// Serves the pending events that are safe, earliest first: those before every event a
+  /// worker could still create. A new event is at least its creator's clock + latency
+  /// later, and comes after every event of the same time from a lower rank; so a runnable
+  /// worker q creates none before (clock_q + L, q). A worker blocked in a collective or an
+  /// exchange resumes only when a runnable one releases it, at no earlier a clock, so it
+  /// creates none before (min runnable clock + L, its rank). Workers waiting for their own
+  /// event create nothing until it is served (and are then runnable); those done, nothing.
+  /// With nobody runnable, the earliest event is therefore always safe. O(m) to bound, then
+  /// O(log events) per event served; nothing allocates (events_ holds one per worker at most).
+  void settle_events() {
+    if (aborted_ || events_.empty()) return;
+    const double L = opt_.cost.latency;
+    bool any = false;
+    double bound_time = 0, min_clock = 0;
+    int bound_rank = 0, blocked_rank = -1;
+    auto lower = [&](double t, int q) {  // bound = min(bound, (t, q))
+      if (!any || t < bound_time || (t == bound_time && q < bound_rank)) bound_time = t, bound_rank = q;
+    };
+    for (int q = 0; q < m_; ++q) {
+      const Worker& w = workers_[static_cast<std::size_t>(q)];
+      if (w.status == Status::runnable) {
+        lower(w.clock + L, q);
+        min_clock = any ? std::min(min_clock, w.clock) : w.clock;
+        any = true;
+      } else if (w.status == Status::blocked && blocked_rank < 0 && w.op.kind != Kind::pull &&
+                 w.op.kind != Kind::push) {
+        blocked_rank = q;
+      }
+    }
+    auto earlier = [](const Event& e, double t, int q) { return e.time < t || (e.time == t && e.rank < q); };
+    while (!events_.empty()) {
+      const Event e = events_.front();
+      if (any && !(earlier(e, bound_time, bound_rank) && (blocked_rank < 0 || earlier(e, min_clock + L, blocked_rank))))
+        break;
+      std::pop_heap(events_.begin(), events_.end(), later);
+      events_.pop_back();
+      process_event(e);
+      const double c = worker(e.rank).clock;
+      lower(c + L, e.rank);
+      min_clock = any ? std::min(min_clock, c) : c;
+      any = true;
+    }
+  }
+
+  // ---- departures (WorkerFailure::leave) -----------------------------------------------
+
+  /// Whether worker q has left a run that goes on without it.
+  bool departs_for_good(int q) const {
+    return opt_.on_failure == WorkerFailure::leave && workers_[static_cast<std::size_t>(q)].status == Status::done;
+  }
+  /// "worker 2 (failed: boom)" or "worker 3 (returned)".
+  std::string departure_of(int q) const {
+    const Worker& w = workers_[static_cast<std::size_t>(q)];
+    return concat("worker ", q, w.failure ? concat(" (failed: ", w.failure_message, ")") : std::string(" (returned)"));
+  }
+  /// "worker 2 (failed: boom) has left the run", or "worker 2 (failed: boom), worker 3
+  /// (returned) have left the run" (in the order they left; at most 8 named).
+  std::string departed_description() const {
+    std::string out;
+    for (std::size_t i = 0; i < departed_.size() && i < 8; ++i) out += concat(i ? ", " : "", departure_of(departed_[i]));
+    if (departed_.size() > 8) out += ", ...";
+    return concat(out, departed_.size() > 1 ? " have" : " has", " left the run");
+  }
+  /// Worker q's operation fails with `what`; on the simulator it resumes no earlier than
+  /// `at` (the time of what failed it), so that it creates no event before those served.
+  void fail_waiting(int q, std::string what, double at) {
+    Worker& w = worker(q);
+    w.error = std::move(what);
+    if (opt_.mode == Mode::virtual_time) w.clock = std::max(w.clock, at);
+    make_runnable(q);
+  }
+  /// Worker r has left: the collective waiting for it, and the receives from it with no
+  /// message left to deliver, fail.
+  void release_waiting_on(int r) {
+    const double at = worker(r).clock;
+    if (slot_.arrived > 0) {
+      for (int q = 0; q < m_; ++q) {
+        const Worker& w = workers_[static_cast<std::size_t>(q)];
+        if (w.status == Status::blocked && is_collective(w.op.kind))
+          fail_waiting(q, concat("slowmo: worker ", q, ": ", kind_name(w.op.kind), " needs every worker, but ",
+                                 departed_description()), at);
+      }
+      slot_.arrived = 0;
+      slot_.error.clear();
+      std::fill(slot_.bufs.begin(), slot_.bufs.end(), nullptr);
+      std::fill(slot_.gather.begin(), slot_.gather.end(), GatherPart{});
+    }
+    for (int q = 0; q < m_; ++q) {
+      const Worker& w = workers_[static_cast<std::size_t>(q)];
+      if (w.status == Status::blocked && w.op.kind == Kind::receive && w.op.peer == r && channel(r, q).empty())
+        fail_waiting(q, concat("slowmo: worker ", q, ": exchange waits for a message from ", departure_of(r),
+                               ", which has left the run"), at);
+    }
+  }
+  static std::string message_of(const std::exception_ptr& e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      return ex.what();
+    } catch (...) {
+      return "unknown exception";
+    }
   }
 
   /// Sum in rank order: out = ((b0 + b1) + b2) + ..., then / m for the mean, then written
@@ -651,6 +1086,7 @@ class Engine {
 
   // Simulator: pass the turn to the runnable worker with the smallest (clock, rank).
   void hand_over(std::unique_lock<std::mutex>&, int /*from*/) {
+    settle_events();  // so that the workers whose events were served can run, at their new clocks
     int next = -1;
     for (int q = 0; q < m_; ++q) {
       const Worker& w = workers_[static_cast<std::size_t>(q)];
@@ -713,6 +1149,9 @@ class Engine {
   std::vector<Worker> workers_;
   std::vector<Channel> channels_;
   Slot slot_;
+  Model model_;
+  std::vector<Event> events_;  // simulator: pending pulls and pushes, a min-heap on (time, rank, seq)
+  std::vector<int> departed_;
   std::vector<float> scratch_f32_;
   std::vector<double> scratch_f64_;
   std::uint64_t op_seq_ = 0;

@@ -5,11 +5,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <span>
 #include <string_view>
 #include <vector>
 
 #include "slowmo/comm/detail/engine.hpp"
+#include "slowmo/core/shared_model.hpp"
 #include "slowmo/core/detail/thread_group.hpp"
 
 namespace slowmo::detail {
@@ -56,22 +58,44 @@ class LocalComm {
                            std::span<std::size_t> counts) {
     return engine_->all_gather_v(rank_, send, recv, counts);
   }
+  // SharedModelCommunicator (core/shared_model.hpp).
+  void host_model(std::unique_ptr<ModelServer<float>> server) { engine_->host_model(rank_, server); }
+  void host_model(std::unique_ptr<ModelServer<double>> server) { engine_->host_model(rank_, server); }
+  Pulled pull(std::span<float> x) { return engine_->pull(rank_, x); }
+  Pulled pull(std::span<double> x) { return engine_->pull(rank_, x); }
+  Pushed push(std::span<const float> d) { return engine_->push(rank_, d); }
+  Pushed push(std::span<const double> d) { return engine_->push(rank_, d); }
+  /// The ranks that have left the run so far (returned or failed), in the order they left:
+  /// on threads in wall-clock order; on the simulator those that left up to this worker's
+  /// virtual clock, by (time, rank).
+  std::vector<int> departed() const { return engine_->departed(rank_); }
+
   /// Seconds since the run started: virtual on the simulator, wall-clock on threads.
   double now() const { return engine_->now(rank_); }
   /// Payload bytes this worker has put on the (modelled) network so far.
   std::uint64_t bytes_sent() const { return engine_->stats(rank_).bytes_sent; }
+  /// Payload bytes this worker has received from the shared model's server (its pulls).
+  std::uint64_t bytes_received() const { return engine_->stats(rank_).bytes_received; }
 
  protected:
   Engine* engine_;
   int rank_;
 };
 
+/// What run_workers leaves: per worker, the failures (WorkerFailure::leave) and the server.
+struct RunResult {
+  std::vector<WorkerStats> workers;
+  std::vector<Failure> failures;
+  ServerStats server;
+};
+
 /// Runs fn(comm) on every worker, each in its own thread, and waits for all. If workers
-/// failed, throws worker_error for the lowest failing rank, with the original nested. If
-/// the system refuses a thread, no worker runs and it throws comm_error (run_thread_group).
+/// failed and failures abort the run, throws worker_error for the lowest failing rank, with
+/// the original nested; where they leave it, returns them in RunResult::failures. If the
+/// system refuses a thread, no worker runs and it throws comm_error (run_thread_group).
 /// `owner` ("sim::run") names the caller in that message.
 template <class Comm, class F>
-std::vector<WorkerStats> run_workers(Engine& engine, F& fn, std::string_view owner) {
+RunResult run_workers(Engine& engine, F& fn, std::string_view owner) {
   const int m = engine.size();
   run_thread_group(owner, m, [&engine, &fn](int r) {
     std::exception_ptr error;
@@ -84,7 +108,7 @@ std::vector<WorkerStats> run_workers(Engine& engine, F& fn, std::string_view own
     }
     engine.leave(r, error);
   });
-  for (int r = 0; r < m; ++r) {
+  for (int r = 0; r < m && engine.on_failure() == WorkerFailure::abort_run; ++r) {
     if (std::exception_ptr e = engine.failure(r)) {
       try {
         std::rethrow_exception(e);
@@ -95,9 +119,11 @@ std::vector<WorkerStats> run_workers(Engine& engine, F& fn, std::string_view own
       }
     }
   }
-  std::vector<WorkerStats> stats;
-  for (int r = 0; r < m; ++r) stats.push_back(engine.stats(r));
-  return stats;
+  RunResult out;
+  for (int r = 0; r < m; ++r) out.workers.push_back(engine.stats(r));
+  out.failures = engine.failures();
+  out.server = engine.server_stats();
+  return out;
 }
 
 }  // namespace slowmo::detail
