@@ -29,10 +29,10 @@
 #include <mutex>
 #include <numeric>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "common/fashion_mnist.hpp"
+#include "common/jobs.hpp"
 
 namespace {
 
@@ -182,30 +182,6 @@ struct Job {
   Curve curve{};
 };
 
-void run_jobs(std::vector<Job>& jobs, int threads, const std::function<Curve(const Job&)>& f, const char* phase) {
-  std::atomic<std::size_t> next{0};
-  std::size_t done = 0;
-  std::mutex mu;
-  auto bar = [&] {
-    std::fprintf(stderr, "\r%-8s %zu/%zu runs", phase, done, jobs.size());
-    std::fflush(stderr);
-  };
-  bar();
-  auto worker = [&] {
-    for (std::size_t j; (j = next++) < jobs.size();) {
-      jobs[j].curve = f(jobs[j]);
-      const std::lock_guard lock(mu);
-      ++done;
-      bar();
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& t : pool) t.join();
-  std::fprintf(stderr, "\n");
-}
-
 /// Fashion-MNIST, 16 workers, worker 15 ten times slower. The synchronous rows use the flagship
 /// demo's tuned base lr (DiLoCo x4, SlowMo x0.5: README, "The demo"); the asynchronous rows
 /// use DiLoCo's inner AdamW at that lr, and their outer lr is tuned here on `grid` (validation
@@ -305,14 +281,7 @@ void straggler_experiment(bool quick, int threads, const std::filesystem::path& 
   std::vector<StragglerRow> tuned(2 * grid.size());
   for (std::size_t k = 0; k < tuned.size(); ++k)
     jobs.push_back([&, k] { tuned[k] = straggler_async(w, s, net, k >= grid.size(), grid[k % grid.size()]); });
-  std::atomic<std::size_t> next{0};
-  auto worker = [&] {
-    for (std::size_t j; (j = next++) < jobs.size();) jobs[j]();
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& t : pool) t.join();
+  example::parallel_runs(jobs.size(), threads, [&](std::size_t i) { jobs[i](); }, "straggler");
   for (std::size_t v = 0; v < 2; ++v) {  // the best outer lr of each asynchronous variant
     const StragglerRow* best = nullptr;
     for (std::size_t k = v * grid.size(); k < (v + 1) * grid.size(); ++k)
@@ -344,7 +313,7 @@ int main(int argc, char** argv) {
   namespace fs = std::filesystem;
   fs::path out = "async_out";
   bool quick = false;
-  int threads = int(std::max(1u, std::min(2u, std::thread::hardware_concurrency())));
+  int threads = example::default_jobs();
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick")
@@ -380,14 +349,14 @@ int main(int argc, char** argv) {
   std::vector<Job> tuning;
   for (std::size_t v = 0; v < variants.size(); ++v)
     for (double lr : grid) tuning.push_back({v, lr, 0});
-  run_jobs(tuning, threads, f, "tuning");
+  example::parallel_runs(tuning.size(), threads, [&](std::size_t i) { tuning[i].curve = f(tuning[i]); }, "tuning");
   std::vector<const Job*> best(variants.size(), nullptr);
   for (const Job& j : tuning)
     if (!best[j.variant] || j.curve.validation_loss < best[j.variant]->curve.validation_loss) best[j.variant] = &j;
   std::vector<Job> more;
   for (std::size_t v = 0; v < variants.size(); ++v)
     for (std::uint64_t seed = 1; seed < std::uint64_t(seeds); ++seed) more.push_back({v, best[v]->lr, seed});
-  run_jobs(more, threads, f, "seeds");
+  example::parallel_runs(more.size(), threads, [&](std::size_t i) { more[i].curve = f(more[i]); }, "seeds");
 
   std::ofstream csv(out / "runs.csv"), dat(out / "curves.dat");
   csv << "variant,outer_lr,seed,updates,sim_time_s,test_loss,test_accuracy\n";

@@ -9,19 +9,16 @@
 // Writes runs.csv (every run, every recorded step), tuning.csv (the grid) and four PNG plots
 // (test accuracy and training loss against steps and against simulated time) with gnuplot.
 #include <algorithm>
-#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <map>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "common/fashion_mnist.hpp"
+#include "common/jobs.hpp"
 
 namespace {
 
@@ -39,33 +36,6 @@ struct Job {
   std::uint64_t seed;
   Curve curve{};
 };
-
-/// Runs the jobs on `threads` threads (each job is one whole simulation), with a progress bar.
-void run_jobs(std::vector<Job>& jobs, int threads, const std::function<Curve(const Job&)>& run, const char* phase) {
-  std::atomic<std::size_t> next{0};
-  std::size_t done = 0;
-  std::mutex mu;
-  auto bar = [&] {
-    const int width = 30, filled = int(double(done) / double(jobs.size()) * width + 0.5);
-    std::fprintf(stderr, "\r%-8s [%s%s] %zu/%zu runs", phase, std::string(std::size_t(filled), '#').c_str(),
-                 std::string(std::size_t(width - filled), '.').c_str(), done, jobs.size());
-    std::fflush(stderr);
-  };
-  bar();
-  auto worker = [&] {
-    for (std::size_t j; (j = next++) < jobs.size();) {
-      jobs[j].curve = run(jobs[j]);
-      const std::lock_guard lock(mu);
-      ++done;
-      bar();
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& t : pool) t.join();
-  std::fprintf(stderr, "\n");
-}
 
 /// Mean, min and max over seeds of one series of the curves.
 struct Band {
@@ -95,7 +65,7 @@ int main(int argc, char** argv) {
   namespace fs = std::filesystem;
   fs::path out = "compare_out";
   bool quick = false;
-  int threads = int(std::max(1u, std::min(2u, std::thread::hardware_concurrency())));
+  int threads = example::default_jobs();
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick")
@@ -141,7 +111,7 @@ int main(int argc, char** argv) {
   std::vector<Job> tuning;
   for (std::size_t a = 0; a < algos.size(); ++a)
     for (double scale : lr_grid) tuning.push_back({a, scale, 0});
-  run_jobs(tuning, threads, run, "tuning");
+  example::parallel_runs(tuning.size(), threads, [&](std::size_t i) { tuning[i].curve = run(tuning[i]); }, "tuning");
   std::vector<const Job*> best(algos.size(), nullptr);
   for (const Job& j : tuning)
     if (!best[j.algorithm] || j.curve.validation_accuracy > best[j.algorithm]->curve.validation_accuracy)
@@ -151,7 +121,7 @@ int main(int argc, char** argv) {
   std::vector<Job> more;
   for (std::size_t a = 0; a < algos.size(); ++a)
     for (std::uint64_t seed = 1; seed < std::uint64_t(seeds); ++seed) more.push_back({a, best[a]->lr_scale, seed});
-  run_jobs(more, threads, run, "seeds");
+  example::parallel_runs(more.size(), threads, [&](std::size_t i) { more[i].curve = run(more[i]); }, "seeds");
 
   std::vector<std::vector<const Curve*>> runs(algos.size());
   for (std::size_t a = 0; a < algos.size(); ++a) runs[a].push_back(&best[a]->curve);
