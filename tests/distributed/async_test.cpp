@@ -230,3 +230,54 @@ TEST_CASE("async Local SGD and Delayed Nesterov: bad options name the option and
     CHECK(opt.steps() == 0);
   });
 }
+
+// Classic asynchronous SGD: H = 1, an SGD base, a momentum-free rule of lr 1 — the server
+// takes d = x_pulled - (x_pulled - lr g) = lr g: SGD on one worker, to the rounding of d.
+TEST_CASE("asynchronous SGD (H = 1) on one worker is SGD, to rounding") {
+  const Eigen::Index n = 8;
+  Vector<double> x_sgd = Vector<double>::LinSpaced(n, -1, 2), x_async = x_sgd;
+  auto sgd = slowmo::Sgd<double>({.lr = 0.1});
+  for (int t = 0; t < 30; ++t) sgd.step(x_sgd, gradient_of(0, x_sgd));
+  sim::run({.workers = 1}, [&](sim::Comm& comm) {
+    auto opt = slowmo::AsyncLocalSgd(slowmo::Sgd<double>({.lr = 0.1}), comm, {.H = 1},
+                                     slowmo::outer::HeavyBall<double>({.lr = 1.0, .momentum = 0.0}));
+    Vector<double> x = x_async;
+    slowmo::start(opt, x);
+    for (int t = 0; t < 30; ++t) opt.step(x, gradient_of(0, x));
+    CHECK(opt.pushes() == 30);
+    x_async = x;
+  });
+  CHECK((x_sgd - x_async).cwiseAbs().maxCoeff() < 1e-14);
+}
+
+// On threads the arrival order depends on thread timing, so results are not bit-reproducible
+// (a worker may even run all its rounds before another starts); what must hold is the
+// bookkeeping: every push is applied once, versions count them, staleness never exceeds the
+// other workers' pushes, and everyone ends on the same final model.
+TEST_CASE("async Local SGD on threads: every push applied once, the same final model for all") {
+  const int m = 4, H = 4, steps = 200;
+  std::vector<std::int64_t> version(m), stale(m), pushes(m);
+  std::vector<Vector<double>> final(m);
+  slowmo::threads::run({.workers = m}, [&](slowmo::threads::Comm& comm) {
+    auto opt = slowmo::AsyncLocalSgd(slowmo::Sgd<double>({.lr = 0.05}), comm, {.H = H},
+                                     slowmo::outer::DelayedNesterov<double>({.lr = 0.5, .momentum = 0.5, .N = m}));
+    Vector<double> x = Vector<double>::Zero(6);
+    slowmo::start(opt, x);
+    for (int t = 0; t < steps; ++t) opt.step(x, gradient_of(comm.rank(), x));
+    comm.barrier();  // every push is in: one more pull reads the final model
+    const auto r = std::size_t(comm.rank());
+    version[r] = comm.pull(std::span<double>(x.data(), std::size_t(x.size()))).version;
+    final[r] = x;
+    stale[r] = opt.staleness_sum();
+    pushes[r] = opt.pushes();
+  });
+  for (int w = 0; w < m; ++w) {
+    CAPTURE(w);
+    CHECK(pushes[std::size_t(w)] == steps / H);
+    CHECK(version[std::size_t(w)] == m * steps / H);
+    CHECK(final[std::size_t(w)] == final[0]);
+    CHECK(stale[std::size_t(w)] >= 0);
+    CHECK(stale[std::size_t(w)] <= (m - 1) * steps / H);  // at most all the others' pushes
+    CHECK(final[0].allFinite());
+  }
+}
