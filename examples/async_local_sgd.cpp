@@ -311,19 +311,10 @@ void straggler_experiment(bool quick, int threads, const std::filesystem::path& 
 
 int main(int argc, char** argv) {
   namespace fs = std::filesystem;
-  fs::path out = "async_out";
-  bool quick = false;
-  int threads = example::default_jobs();
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--quick")
-      quick = true;
-    else if (a == "--jobs" && i + 1 < argc)
-      threads = std::max(1, std::atoi(argv[++i]));
-    else
-      out = a;
-  }
-  fs::create_directories(out);
+  const example::RunArgs args = example::parse_run_args(argc, argv, "async_out");
+  const fs::path& out = args.out;
+  const bool quick = args.quick;
+  const int threads = args.threads;
   Setting setting;
   std::vector<double> grid = {0.1, 0.2, 0.4, 0.7};
   int seeds = 3;

@@ -63,19 +63,10 @@ Band band(const std::vector<const Curve*>& runs, std::vector<double> Curve::*ser
 
 int main(int argc, char** argv) {
   namespace fs = std::filesystem;
-  fs::path out = "compare_out";
-  bool quick = false;
-  int threads = example::default_jobs();
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--quick")
-      quick = true;
-    else if (a == "--jobs" && i + 1 < argc)
-      threads = std::max(1, std::atoi(argv[++i]));
-    else
-      out = a;
-  }
-  fs::create_directories(out);
+  const example::RunArgs args = example::parse_run_args(argc, argv, "compare_out");
+  const fs::path& out = args.out;
+  const bool quick = args.quick;
+  const int threads = args.threads;
 
   example::Setting setting;
   example::WorkloadOptions wo;

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <filesystem>
 #include <cstdio>
 #include <mutex>
 #include <string>
@@ -16,6 +18,28 @@ namespace example {
 /// How many runs at once by default: two (this project's reference machine has two cores),
 /// fewer where the machine has fewer.
 inline int default_jobs() { return int(std::max(1u, std::min(2u, std::thread::hardware_concurrency()))); }
+
+/// The command line every comparison example takes: `[--quick] [--jobs N] [output-directory]`.
+/// The directory is created.
+struct RunArgs {
+  std::filesystem::path out;
+  bool quick = false;  ///< the test suite's short configuration
+  int threads = default_jobs();
+};
+inline RunArgs parse_run_args(int argc, char** argv, const char* default_out) {
+  RunArgs a{.out = default_out};
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--quick")
+      a.quick = true;
+    else if (arg == "--jobs" && i + 1 < argc)
+      a.threads = std::max(1, std::atoi(argv[++i]));
+    else
+      a.out = arg;
+  }
+  std::filesystem::create_directories(a.out);
+  return a;
+}
 
 /// Calls run(i) for i = 0..count-1 on `threads` threads, showing "phase [####....] k/count runs".
 template <class F>
