@@ -54,12 +54,23 @@ enum class Config {
   lookahead_as_slowmo,
   outer_fedyogi,
   outer_fedadam_divided,
+  rmsprop_centered_momentum,
+  rmsprop_maximize,
+  adagrad_decay_init,
+  nadam,
+  adamax_maximize,
+  qhm,
+  qhadam,
+  lion_decay,
 };
 inline constexpr Config all_configs[] = {Config::sgd,          Config::sgd_momentum,        Config::sgd_maximize,
                                          Config::nesterov_cosine, Config::adam,           Config::adam_l2_maximize,
                                          Config::adamw,        Config::adam_amsgrad,        Config::lookahead_sgd_reset,
                                          Config::lookahead_adamw, Config::lookahead_as_slowmo,
-                                         Config::outer_fedyogi,   Config::outer_fedadam_divided};
+                                         Config::outer_fedyogi,   Config::outer_fedadam_divided,
+                                         Config::rmsprop_centered_momentum, Config::rmsprop_maximize,
+                                         Config::adagrad_decay_init, Config::nadam, Config::adamax_maximize,
+                                         Config::qhm, Config::qhadam, Config::lion_decay};
 
 inline const char* name(Config c) {
   switch (c) {
@@ -76,6 +87,14 @@ inline const char* name(Config c) {
     case Config::lookahead_as_slowmo: return "lookahead as slowmo (the SlowMo outer rule)";
     case Config::outer_fedyogi: return "outer loop, FedYogi rule, one worker";
     case Config::outer_fedadam_divided: return "outer loop, FedAdam rule on d / gamma, one worker";
+    case Config::rmsprop_centered_momentum: return "rmsprop centered momentum weight decay";
+    case Config::rmsprop_maximize: return "rmsprop maximize";
+    case Config::adagrad_decay_init: return "adagrad lr_decay initial_accumulator_value";
+    case Config::nadam: return "nadam";
+    case Config::adamax_maximize: return "adamax maximize";
+    case Config::qhm: return "qhm";
+    case Config::qhadam: return "qhadam";
+    case Config::lion_decay: return "lion weight decay";
   }
   return "?";
 }
@@ -112,6 +131,16 @@ void with_optimizer(Config c, F&& f) {
       return f(outer_loop(Sgd<T, Const, Space>({.lr = 0.1}), solo, {.tau = 4, .divide_by_lr = true},
                           outer::FedAdam<T, Space>()));
     }
+    case Config::rmsprop_centered_momentum:
+      return f(RMSprop<T, Const, Space>({.lr = 0.01, .weight_decay = 0.01, .momentum = 0.5, .centered = true}));
+    case Config::rmsprop_maximize: return f(RMSprop<T, Const, Space>({.lr = 0.01, .alpha = 0.9, .maximize = true}));
+    case Config::adagrad_decay_init:
+      return f(Adagrad<T, Const, Space>({.lr = 0.1, .lr_decay = 0.01, .initial_accumulator_value = 0.1}));
+    case Config::nadam: return f(NAdam<T, Const, Space>({.lr = 0.05, .weight_decay = 0.01}));
+    case Config::adamax_maximize: return f(Adamax<T, Const, Space>({.lr = 0.05, .maximize = true}));
+    case Config::qhm: return f(Qhm<T, Const, Space>({.lr = 0.1, .beta = 0.9}));
+    case Config::qhadam: return f(QhAdam<T, Const, Space>({.lr = 0.05, .nus = {0.7, 0.9}}));
+    case Config::lion_decay: return f(Lion<T, Const, Space>({.lr = 0.01, .weight_decay = 0.1}));
   }
 }
 

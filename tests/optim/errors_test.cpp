@@ -4,8 +4,15 @@
 
 #include <limits>
 
+#include <slowmo/optim/adagrad.hpp>
 #include <slowmo/optim/adam.hpp>
+#include <slowmo/optim/adamax.hpp>
+#include <slowmo/optim/lion.hpp>
 #include <slowmo/optim/lookahead.hpp>
+#include <slowmo/optim/nadam.hpp>
+#include <slowmo/optim/qhadam.hpp>
+#include <slowmo/optim/qhm.hpp>
+#include <slowmo/optim/rmsprop.hpp>
 #include <slowmo/optim/sgd.hpp>
 
 namespace {
@@ -58,6 +65,41 @@ TEST_CASE("Adam/AdamW: invalid options name the field and the value") {
   CHECK_OPTION_ERROR(slowmo::AdamW<double>({.weight_decay = -0.01}), "AdamW", "'weight_decay'", "-0.01");
 }
 
+TEST_CASE("RMSprop, Adagrad, NAdam, Adamax: invalid options name the field and the value") {
+  CHECK_OPTION_ERROR(slowmo::RMSprop<float>({.lr = -0.01}), "RMSprop", "'lr'", "-0.01");
+  CHECK_OPTION_ERROR(slowmo::RMSprop<float>({.alpha = 1.5}), "RMSprop", "'alpha'", "1.5");
+  CHECK_OPTION_ERROR(slowmo::RMSprop<float>({.eps = kNaN}), "'eps'", "nan");
+  CHECK_OPTION_ERROR(slowmo::RMSprop<double>({.weight_decay = -0.1}), "'weight_decay'", "-0.1");
+  CHECK_OPTION_ERROR(slowmo::RMSprop<double>({.momentum = -0.9}), "'momentum'", "-0.9");
+  CHECK_OPTION_ERROR(slowmo::Adagrad<float>({.lr_decay = -1.0}), "Adagrad", "'lr_decay'", "-1");
+  CHECK_OPTION_ERROR(slowmo::Adagrad<float>({.weight_decay = kInf}), "'weight_decay'", "inf");
+  CHECK_OPTION_ERROR(slowmo::Adagrad<double>({.initial_accumulator_value = -0.5}), "'initial_accumulator_value'",
+                     "-0.5");
+  CHECK_OPTION_ERROR(slowmo::Adagrad<double>({.eps = -1e-10}), "'eps'", "-1e-10");
+  CHECK_OPTION_ERROR(slowmo::NAdam<float>({.betas = {0.9, 1.0}}), "NAdam", "'betas[1]'", "= 1 ");
+  CHECK_OPTION_ERROR(slowmo::NAdam<float>({.betas = {-0.1, 0.999}}), "'betas[0]'", "-0.1");
+  CHECK_OPTION_ERROR(slowmo::NAdam<double>({.momentum_decay = -4e-3}), "'momentum_decay'", "-0.004");
+  CHECK_OPTION_ERROR(slowmo::NAdam<double>({.weight_decay = kNaN}), "'weight_decay'", "nan");
+  CHECK_OPTION_ERROR(slowmo::Adamax<float>({.lr = kNaN}), "Adamax", "'lr'", "nan");
+  CHECK_OPTION_ERROR(slowmo::Adamax<float>({.betas = {1.0, 0.999}}), "'betas[0]'", "= 1 ");
+  CHECK_OPTION_ERROR(slowmo::Adamax<double>({.eps = -1.0}), "'eps'", "-1");
+}
+
+TEST_CASE("QHM, QHAdam, Lion: invalid options name the field and the value") {
+  CHECK_OPTION_ERROR(slowmo::Qhm<float>({.nu = 1.5}), "Qhm", "'nu'", "1.5");
+  CHECK_OPTION_ERROR(slowmo::Qhm<float>({.beta = 1.0}), "'beta'", "= 1 ");
+  CHECK_OPTION_ERROR(slowmo::Qhm<double>({.weight_decay = -0.01}), "'weight_decay'", "-0.01");
+  CHECK_OPTION_ERROR(slowmo::Qhm<double>({.lr = -1.0}), "'lr'", "-1");
+  CHECK_OPTION_ERROR(slowmo::QhAdam<float>({.nus = {0.7, -0.5}}), "QhAdam", "'nus[1]'", "-0.5");
+  CHECK_OPTION_ERROR(slowmo::QhAdam<float>({.nus = {kNaN, 1.0}}), "'nus[0]'", "nan");
+  CHECK_OPTION_ERROR(slowmo::QhAdam<double>({.betas = {0.995, 1.5}}), "'betas[1]'", "1.5");
+  CHECK_OPTION_ERROR(slowmo::QhAdam<double>({.eps = -1e-8}), "'eps'", "-1e-08");
+  CHECK_OPTION_ERROR(slowmo::Lion<float>({.betas = {1.5, 0.99}}), "Lion", "'betas[0]'", "1.5");
+  CHECK_OPTION_ERROR(slowmo::Lion<float>({.betas = {0.9, 1.0}}), "'betas[1]'", "= 1 ");
+  CHECK_OPTION_ERROR(slowmo::Lion<double>({.weight_decay = -1.0}), "'weight_decay'", "-1");
+  CHECK_NOTHROW(slowmo::Lion<double>({.betas = {1.0, 0.99}}));  // beta1 = 1: c = m, allowed
+}
+
 TEST_CASE("Lookahead: invalid options name the field and the value") {
   const slowmo::Sgd<float> base({.lr = 0.1});
   CHECK_OPTION_ERROR(slowmo::Lookahead(base, {.k = 0}), "Lookahead", "'k'", "= 0 ");
@@ -97,5 +139,12 @@ TEST_CASE_TEMPLATE("step: mismatched, empty and changing sizes throw size_mismat
   };
   check_sizes(slowmo::Sgd<T>({.lr = 0.1, .momentum = 0.9}));
   check_sizes(slowmo::Adam<T>({.lr = 0.1}));
+  check_sizes(slowmo::RMSprop<T>({.lr = 0.1, .momentum = 0.5, .centered = true}));
+  check_sizes(slowmo::Adagrad<T>({.lr = 0.1}));
+  check_sizes(slowmo::NAdam<T>({.lr = 0.1}));
+  check_sizes(slowmo::Adamax<T>({.lr = 0.1}));
+  check_sizes(slowmo::Qhm<T>({.lr = 0.1}));
+  check_sizes(slowmo::QhAdam<T>({.lr = 0.1}));
+  check_sizes(slowmo::Lion<T>({.lr = 0.1}));
   check_sizes(slowmo::Lookahead(slowmo::Sgd<T>({.lr = 0.1}), {.k = 2}));
 }

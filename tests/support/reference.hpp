@@ -1,5 +1,5 @@
 // Obviously-correct scalar reference implementations of the optimizers, written from the
-// PyTorch formulas (not from slowmo's code) in long double, one element at a time, and a
+// PyTorch formulas (and the papers, for those PyTorch lacks) (not from slowmo's code) in long double, one element at a time, and a
 // gradient oracle to drive multi-step trajectories.
 #pragma once
 
@@ -69,6 +69,57 @@ struct Adam {
       R vhat = v[i];
       if (amsgrad) vhat = vmax[i] = std::max(vmax[i], v[i]);
       p[i] = p[i] - (lr / bc1) * m[i] / (std::sqrt(vhat) / std::sqrt(bc2) + eps);
+    }
+  }
+};
+
+// From the papers, not from PyTorch: QHM and QHAdam (Ma & Yarats 2019, eq. 2 and
+// Algorithm 1), Lion (Chen et al. 2023, Algorithm 2). Zero-initialised buffers.
+
+struct Qhm {
+  R lr, nu = 0.7L, beta = 0.999L, weight_decay = 0;
+  std::vector<R> buf{};
+
+  void step(std::vector<R>& p, const std::vector<R>& grad) {
+    if (buf.empty()) buf.assign(p.size(), 0);
+    for (size_t i = 0; i < p.size(); ++i) {
+      const R g = grad[i] + weight_decay * p[i];
+      buf[i] = beta * buf[i] + (1 - beta) * g;
+      p[i] = p[i] - lr * ((1 - nu) * g + nu * buf[i]);
+    }
+  }
+};
+
+struct QhAdam {
+  R lr, beta1 = 0.995L, beta2 = 0.999L, nu1 = 0.7L, nu2 = 1, eps = 1e-8L, weight_decay = 0;
+  std::vector<R> m{}, v{};
+  int t = 0;
+
+  void step(std::vector<R>& p, const std::vector<R>& grad) {
+    if (m.empty()) m.assign(p.size(), 0), v.assign(p.size(), 0);
+    ++t;
+    for (size_t i = 0; i < p.size(); ++i) {
+      const R g = grad[i] + weight_decay * p[i];
+      m[i] = beta1 * m[i] + (1 - beta1) * g;
+      v[i] = beta2 * v[i] + (1 - beta2) * g * g;
+      const R m_hat = m[i] / (1 - std::pow(beta1, R(t)));
+      const R v_hat = v[i] / (1 - std::pow(beta2, R(t)));
+      p[i] = p[i] - lr * ((1 - nu1) * g + nu1 * m_hat) / (std::sqrt((1 - nu2) * g * g + nu2 * v_hat) + eps);
+    }
+  }
+};
+
+struct Lion {
+  R lr, beta1 = 0.9L, beta2 = 0.99L, weight_decay = 0;
+  std::vector<R> m{};
+
+  static R sign(R x) { return x > 0 ? 1 : (x < 0 ? -1 : 0); }
+  void step(std::vector<R>& p, const std::vector<R>& grad) {
+    if (m.empty()) m.assign(p.size(), 0);
+    for (size_t i = 0; i < p.size(); ++i) {
+      const R c = beta1 * m[i] + (1 - beta1) * grad[i];
+      p[i] = p[i] - lr * (sign(c) + weight_decay * p[i]);
+      m[i] = beta2 * m[i] + (1 - beta2) * grad[i];
     }
   }
 };

@@ -39,6 +39,18 @@ void for_each_composition(F&& f, Config cfg = {}) {
   f("adam", 1, [=](auto&) { return Adam<T>({.lr = 0.05, .weight_decay = 0.01, .non_finite = nf}); });
   f("adam_amsgrad", 1, [=](auto&) { return Adam<T>({.lr = 0.05, .amsgrad = true, .non_finite = nf}); });
   f("adamw", 1, [=](auto&) { return AdamW<T>({.lr = 0.05, .non_finite = nf}); });
+  f("rmsprop_centered_momentum", 1, [=](auto&) {
+    return RMSprop<T>({.lr = 0.01, .weight_decay = 0.01, .momentum = 0.5, .centered = true, .non_finite = nf});
+  });
+  f("adagrad_cosine", 1, [=](auto&) {
+    return Adagrad<T, Cos>({.lr = 0.1, .lr_decay = 0.01, .initial_accumulator_value = 0.1, .non_finite = nf},
+                           {.total_steps = 40});
+  });
+  f("nadam", 1, [=](auto&) { return NAdam<T>({.lr = 0.05, .weight_decay = 0.01, .non_finite = nf}); });
+  f("adamax", 1, [=](auto&) { return Adamax<T>({.lr = 0.05, .betas = {0.8, 0.95}, .non_finite = nf}); });
+  f("qhm", 1, [=](auto&) { return Qhm<T>({.lr = 0.1, .beta = 0.9, .weight_decay = 0.01, .non_finite = nf}); });
+  f("qhadam", 1, [=](auto&) { return QhAdam<T>({.lr = 0.05, .nus = {0.7, 0.9}, .non_finite = nf}); });
+  f("lion", 1, [=](auto&) { return Lion<T>({.lr = 0.01, .weight_decay = 0.1, .non_finite = nf}); });
   f("lookahead_sgd", 1, [=](auto&) {
     return Lookahead(Sgd<T>({.lr = 0.1, .momentum = 0.9, .non_finite = nf}), {.k = 3, .base_state = OnSync::reset});
   });
