@@ -8,11 +8,15 @@
 #pragma once
 
 #include <slowmo/mpi.hpp>
+#include <slowmo/slowmo.hpp>
+
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -334,19 +338,40 @@ inline void departures(slowmo::mpi::Comm& comm) {
 
 /// AsyncLocalSgd (Delayed Nesterov on the server) on MPI ranks: rank r minimises
 /// (r + 1) |x - c|^2 / 2, so every rank's minimiser, and hence the global model's fixed point
-/// whatever the order and rates of the pushes, is c. Every rank makes 150 pushes; once all
+/// whatever the order and rates of the pushes, is c. Every rank makes 60 pushes, drains and
+/// saves its checkpoint (rank 0's holds the server); a fresh optimizer on the same Comm loads
+/// it (hosting the server again, in place of the first) and goes on to 150 pushes. Once all
 /// have (a barrier), the global model is near c. Real timing decides the order and the
 /// staleness, so the bound is loose: the last pushes, made while the others have stopped, are
 /// fresh, and they settle the model.
 inline void async_local_sgd(slowmo::mpi::Comm& comm) {
   const int m = comm.size(), r = comm.rank();
+  const std::string file = "slowmo_mpi_async_" + std::to_string(::getpid()) + ".ckpt";
   slowmo::mpi::Comm c(comm.native());
   try {
-    auto opt = slowmo::AsyncLocalSgd(slowmo::Sgd<double>({.lr = 0.1}), c, {.H = 4},
-                                     slowmo::outer::DelayedNesterov<double>({.lr = 0.5, .momentum = 0.9, .N = 2}));
+    auto make = [&] {
+      return slowmo::AsyncLocalSgd(slowmo::Sgd<double>({.lr = 0.1}), c, {.H = 4},
+                                   slowmo::outer::DelayedNesterov<double>({.lr = 0.5, .momentum = 0.9, .N = 2}));
+    };
     Eigen::VectorXd x = Eigen::VectorXd::LinSpaced(5, -1, 1), g(5);
     const Eigen::VectorXd target = Eigen::VectorXd::Constant(5, 0.25);
-    slowmo::start(opt, x);
+    {
+      auto opt = make();
+      slowmo::start(opt, x);
+      while (opt.pushes() < 60) {
+        g = double(r + 1) * (x - target);
+        opt.step(x, g);
+      }
+      opt.drain(x);  // the round just ended: nothing left to push
+      expect(opt.last_pull().version == 60 * m, "rank ", r, ": after the drain the version is ",
+             opt.last_pull().version, ", not ", 60 * m);
+      slowmo::save_checkpoint(opt, file);
+    }
+    auto opt = make();
+    slowmo::load_checkpoint(opt, file);
+    std::remove(file.c_str());
+    expect(opt.last_pull().version == 60 * m && opt.pushes() == 60, "rank ", r, ": resumed at version ",
+           opt.last_pull().version, " with ", opt.pushes(), " pushes");
     while (opt.pushes() < 150) {
       g = double(r + 1) * (x - target);
       opt.step(x, g);

@@ -211,6 +211,14 @@ class AsyncLocalSgd {
     drained_ = 1;
   }
 
+  /// The parameters are x now, set from outside: this worker's round goes on from x (its next
+  /// push holds only the steps taken from here), and its base is rebased. The global model is
+  /// the server's, untouched.
+  void rebase(const_ref_type x) {
+    x_pulled_ = x;
+    slowmo::rebase(base_, x);
+  }
+
   /// Throws unless this state can be checkpointed: before start, or right after drain().
   /// (save_checkpoint calls it.)
   void check_checkpoint() const {
