@@ -147,6 +147,16 @@ void for_each_composition(F&& f, Config cfg = {}) {
   f("lookahead_sgp", 2,
     [=](auto& c) { return Lookahead(Sgp(Sgd<T>({.lr = 0.1, .momentum = 0.5, .non_finite = nf}), c), {.k = 4}); });
   f("local_sgd_sgp", 2, [=](auto& c) { return LocalSgd(Sgp(Sgd<T>({.lr = 0.1, .non_finite = nf}), c), c, {.H = 4}); });
+  // synchronisation schedules (distributed/period.hpp)
+  f("local_sgd_qsr", 1, [=](auto& c) {
+    return LocalSgd(Nesterov<T, Cos>({.lr = 0.1, .non_finite = nf}, {.total_steps = 40}), c, {.H = 2},
+                    period::Qsr{.alpha = 0.2});
+  });
+  f("diloco_growing_period", 1, [=](auto& c) {
+    return outer_loop(AdamW<T>({.lr = 0.05, .non_finite = nf}), c, {.tau = 2},
+                      outer::HeavyBall<T>({.lr = 0.7, .momentum = 0.9, .nesterov = true}), reduce::Mean{},
+                      period::Linear{.growth = 1});
+  });
   // asynchronous, on a shared model (see `asynchronous` below)
   f("async_local_sgd", 1, [=](auto& c) {
     return AsyncLocalSgd(Sgd<T>({.lr = 0.1, .momentum = 0.9, .non_finite = nf}), c, {.H = 3},
