@@ -22,6 +22,7 @@
 #include "slowmo/distributed/gradient_all_reduce.hpp"
 #include "slowmo/distributed/local_sgd.hpp"
 #include "slowmo/distributed/outer_loop.hpp"
+#include "slowmo/distributed/period.hpp"
 #include "slowmo/distributed/presets.hpp"
 #include "slowmo/distributed/reduce.hpp"
 #include "slowmo/distributed/sgp.hpp"

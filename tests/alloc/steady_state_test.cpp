@@ -109,7 +109,7 @@ class AddServer final : public slowmo::ModelServer<float> {
  public:
   explicit AddServer(std::size_t n) : x_(n, 0.0f) {}
   std::size_t size() const override { return x_.size(); }
-  void apply(int, std::span<const float> d) override {
+  void apply(const slowmo::Arrival&, std::span<const float> d) override {
     for (std::size_t i = 0; i < x_.size(); ++i) x_[i] += d[i];
   }
   void read(std::span<float> out) const override { std::copy(x_.begin(), x_.end(), out.begin()); }

@@ -346,19 +346,21 @@ void all(C& comm) {
 // ---- the shared global model -------------------------------------------------------------
 
 /// The checks' server: x += d, so that with integer-valued pushes the model is exact in
-/// float and double whatever the order of arrival.
+/// float and double whatever the order of arrival; it starts at version `version`.
 template <class T>
 class SumServer final : public slowmo::ModelServer<T> {
  public:
-  explicit SumServer(std::vector<T> x0) : x_(std::move(x0)) {}
+  explicit SumServer(std::vector<T> x0, std::int64_t version = 0) : x_(std::move(x0)), version_(version) {}
   std::size_t size() const override { return x_.size(); }
-  void apply(int, std::span<const T> d) override {
+  void apply(const slowmo::Arrival&, std::span<const T> d) override {
     for (std::size_t i = 0; i < x_.size(); ++i) x_[i] += d[i];
   }
   void read(std::span<T> out) const override { std::copy(x_.begin(), x_.end(), out.begin()); }
+  std::int64_t initial_version() const override { return version_; }
 
  private:
   std::vector<T> x_;
+  std::int64_t version_;
 };
 
 /// The message of the exception of type E that f throws, or "" when it throws none.
@@ -409,15 +411,15 @@ void host_model_errors(C& comm) {
          ": host_model with a null server on worker ", last, " gave '", e, "'");
 }
 
-/// The shared model, once per run (it hosts the model): misuse before and after
-/// host_model (on the worker that made it), a second host_model (on every worker), then
-/// `rounds` rounds of pull and push by every worker in which every 4th round pushes twice
+/// The shared model (it hosts two models, the second in place of the first): misuse before
+/// and after host_model (on the worker that made it); the second model, which starts at
+/// version v0 = 5, must be pulled before a push and continues from v0; then `rounds` rounds of pull and push by every worker in which every 4th round pushes twice
 /// without pulling. Worker q's
 /// push of round k is (100 (q + 1) + k) (i % 3 + 1), the model starts at i - 3: every value
 /// is a small integer, exact in float and double, so after the run the model is
 /// x0 + the sum of every push, whatever the order of arrival. Checked from the workers'
 /// own records, gathered by all-reduce: the versions 1..m*rounds are each produced by exactly
-/// one push; each push's staleness is the number of versions produced by other workers
+/// one push (v0 + 1..v0 + m*rounds); each push's staleness is the number of versions produced by other workers
 /// between its worker's last pull and itself; a pull reads x0 + the pushes of versions up to
 /// the one it returns; a pull right after a worker's push sees at least that push's version.
 template <class T, slowmo::SharedModelCommunicator C>
@@ -443,9 +445,12 @@ void shared_model(C& comm, int rounds = 12) {
   e = error_of<slowmo::usage_error>([&] { comm.push(std::span<const T>(d)); });
   expect(has(e, "before host_model") && has(e, me), "worker ", r, ": push before host_model gave '", e, "'");
 
-  comm.host_model(std::make_unique<SumServer<T>>(initial(n)));
-  e = error_of<slowmo::comm_error>([&] { comm.host_model(std::make_unique<SumServer<T>>(initial(n))); });
-  expect(has(e, "host_model") && has(e, "already"), "worker ", r, ": a second host_model gave '", e, "'");
+  // A first model, pulled and pushed once by everyone; then the second replaces it.
+  comm.host_model(std::make_unique<SumServer<T>>(std::vector<T>(n, T(1000))));
+  comm.pull(std::span<T>(x));
+  comm.push(std::span<const T>(x));
+  constexpr std::int64_t v0 = 5;
+  comm.host_model(std::make_unique<SumServer<T>>(initial(n), v0));
 
   // Misuse after host_model: on the worker that made it, the model unchanged.
   e = error_of<slowmo::usage_error>([&] { comm.push(std::span<const T>(d)); });
@@ -457,7 +462,7 @@ void shared_model(C& comm, int rounds = 12) {
   expect(has(e, "float") && has(e, "double") && has(e, me), "worker ", r, ": a pull of the other type gave '", e,
          "'");
   const slowmo::Pulled first = comm.pull(std::span<T>(x));
-  expect(first.version == 0, "worker ", r, ": the first pull read version ", first.version, ", not 0");
+  expect(first.version == v0, "worker ", r, ": the first pull read version ", first.version, ", not ", v0);
   for (std::size_t i = 0; i < n; ++i)
     expect(x[i] == x0(i), "worker ", r, ": the first pull read ", x[i], " at index ", i, ", not ", x0(i));
   comm.barrier();  // nobody pushes before everyone has read the initial model
@@ -502,7 +507,8 @@ void shared_model(C& comm, int rounds = 12) {
 
   const std::int64_t total = std::int64_t(m) * rounds;
   const slowmo::Pulled end = comm.pull(std::span<T>(x));
-  expect(end.version == total, "worker ", r, ": after every push the version is ", end.version, ", not ", total);
+  expect(end.version == v0 + total, "worker ", r, ": after every push the version is ", end.version, ", not ",
+         v0 + total);
   for (std::size_t i = 0; i < n; ++i) {
     double sum = double(x0(i));
     for (int q = 0; q < m; ++q)
@@ -513,9 +519,9 @@ void shared_model(C& comm, int rounds = 12) {
   // Who produced each version, and the first value of its push, gathered from everyone.
   std::vector<double> owner(std::size_t(total), 0.0), count(std::size_t(total), 0.0), step(std::size_t(total), 0.0);
   for (std::size_t j = 0; j < pushes.size(); ++j) {
-    const auto v = std::size_t(pushes[j].version - 1);
-    expect(pushes[j].version >= 1 && pushes[j].version <= total, "worker ", r, ": push version ", pushes[j].version,
-           " out of [1, ", total, "]");
+    const auto v = std::size_t(pushes[j].version - 1 - v0);
+    expect(pushes[j].version > v0 && pushes[j].version <= v0 + total, "worker ", r, ": push version ",
+           pushes[j].version, " out of [", v0 + 1, ", ", v0 + total, "]");
     owner[v] += r + 1;
     count[v] += 1;
     step[v] += double(delta(r, int(j), 0));
@@ -524,16 +530,17 @@ void shared_model(C& comm, int rounds = 12) {
   comm.all_reduce(std::span<double>(count), slowmo::ReduceOp::sum);
   comm.all_reduce(std::span<double>(step), slowmo::ReduceOp::sum);
   for (std::size_t v = 0; v < count.size(); ++v)
-    expect(count[v] == 1, "worker ", r, ": version ", v + 1, " was produced by ", count[v], " pushes, not 1");
+    expect(count[v] == 1, "worker ", r, ": version ", std::int64_t(v) + 1 + v0, " was produced by ", count[v],
+           " pushes, not 1");
   for (const PushRecord& p : pushes) {
     std::int64_t others = 0;  // versions produced by other workers between its last pull and itself
-    for (std::int64_t v = p.pulled + 1; v < p.version; ++v) others += owner[std::size_t(v - 1)] != r + 1;
+    for (std::int64_t v = p.pulled + 1; v < p.version; ++v) others += owner[std::size_t(v - 1 - v0)] != r + 1;
     expect(p.staleness == others, "worker ", r, ": the push of version ", p.version, " after a pull of ", p.pulled,
            " has staleness ", p.staleness, ", but other workers produced ", others, " versions in between");
   }
   for (const PullRecord& p : pulls) {
     double expected = double(x0(0));
-    for (std::int64_t v = 1; v <= p.version; ++v) expected += step[std::size_t(v - 1)];
+    for (std::int64_t v = v0 + 1; v <= p.version; ++v) expected += step[std::size_t(v - 1 - v0)];
     expect(double(p.x0) == expected, "worker ", r, ": a pull of version ", p.version, " read ", p.x0,
            " at index 0, not x0 + the pushes up to it = ", expected);
   }

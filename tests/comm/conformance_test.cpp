@@ -298,7 +298,7 @@ TEST_CASE_TEMPLATE_DEFINE("shared model", Backend, shared_model_test) {
     struct Picky final : slowmo::ModelServer<double> {
       double x = 0;
       std::size_t size() const override { return 1; }
-      void apply(int, std::span<const double> d) override {
+      void apply(const slowmo::Arrival&, std::span<const double> d) override {
         if (d[0] < 0) throw std::domain_error("negative push");
         x += d[0];
       }

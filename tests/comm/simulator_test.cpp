@@ -256,6 +256,7 @@ TEST_CASE("shared model: a hand-worked schedule of 3 workers, clocks and order o
     CHECK(report.workers[std::size_t(r)].bytes_received == 32);
   }
   CHECK(record.order == std::vector<int>{1, 2, 0});
+  CHECK(record.staleness == std::vector<std::int64_t>{0, 1, 2});  // the server is told what each pusher hears
   CHECK(report.server.updates == 3);
   CHECK(report.server.pulls == 6);
   CHECK(report.server.bytes_sent == 6 * 16);

@@ -1,10 +1,15 @@
 // Asynchronous Local SGD (distributed/async_local_sgd.hpp) and Delayed Nesterov
 // (outer/delayed_nesterov.hpp): the rule by hand, its identity with Nesterov, one worker being
 // synchronous DiLoCo bit for bit, the arrival order of equal-speed workers against a loop
-// written here, staleness, Dynamic Local Updates' step counts, and bad input.
+// written here, staleness and its weighting, Dynamic Local Updates' step counts, bad input, and
+// drain / checkpoint / resume (bit for bit on the simulator).
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
+#include <span>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -279,5 +284,186 @@ TEST_CASE("async Local SGD on threads: every push applied once, the same final m
     CHECK(stale[std::size_t(w)] >= 0);
     CHECK(stale[std::size_t(w)] <= (m - 1) * steps / H);  // at most all the others' pushes
     CHECK(final[0].allFinite());
+  }
+}
+
+// Staleness weighting on the server (a momentum-free rule of lr 1, so x -= w(s) d), exponent
+// 1 and threshold 2: w(0) = 1, w(1) = 1/2, a push of staleness 3 dropped, w(2) = 1/3.
+//   x = 0 - 1 = -1;  -1 - 1/2 = -1.5;  dropped;  -1.5 - 3/3 = -2.5
+// A dropped push counts as a version but not as a round of the rule.
+TEST_CASE("staleness weighting: (1 + s)^-exponent, and a push staler than the threshold is dropped") {
+  using Rule = slowmo::outer::HeavyBall<double>;
+  const std::vector<double> x0{0.0};
+  slowmo::detail::RuleServer<Rule> server(Rule({.lr = 1.0, .momentum = 0.0}), x0,
+                                          {.exponent = 1.0, .max_staleness = 2});
+  std::vector<double> x(1), d{1.0};
+  auto apply = [&](int worker, std::int64_t staleness, double value) {
+    d[0] = value;
+    server.apply({worker, staleness}, d);
+    server.read(x);
+    return x[0];
+  };
+  CHECK(apply(0, 0, 1.0) == -1.0);
+  CHECK(apply(1, 1, 1.0) == -1.5);
+  CHECK(apply(2, 3, 1.0) == -1.5);
+  CHECK(apply(0, 2, 3.0) == doctest::Approx(-2.5).epsilon(1e-15));
+  slowmo::detail::RuleServerState<Rule> state{Rule()};
+  server.snapshot(state);
+  CHECK(state.version == 4);
+  CHECK(state.rounds == 3);
+  CHECK(state.params[0] == x[0]);
+  CHECK(server.initial_version() == 0);
+  // Restored from that state, a server starts at its version.
+  slowmo::detail::RuleServer<Rule> restored(state, {});
+  CHECK(restored.initial_version() == 4);
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+/// What a heterogeneous asynchronous run ends with, per worker.
+struct Outcome {
+  std::vector<Vector<float>> x;
+  std::vector<std::int64_t> version, pushes, steps;
+  std::vector<double> clock;
+  bool operator==(const Outcome&) const = default;
+};
+
+/// 4 workers of speeds 1 : 1/1.3 : 1/2.6 : 1/5.7 with jitter, a costly network, a late worker
+/// and a busy server; AdamW inside, Delayed Nesterov outside, DyLU measured over two rounds,
+/// staleness weighting. Every worker runs `total` steps; at step `stop` (if 0 < stop < total)
+/// every worker drains, and with `interrupt` saves its checkpoint, the run ends, and a new one
+/// resumes from the checkpoints.
+Outcome heterogeneous_run(int total, int stop, bool interrupt) {
+  const sim::Options options{.workers = 4,
+                             .network = {.latency = 1e-3, .bandwidth = 1e8},
+                             .slowdown = {1.0, 1.3, 2.6, 5.7},
+                             .jitter = 0.3,
+                             .seed = 5,
+                             .message_delay = {0.0, 0.0, 0.02, 0.0},
+                             .server_seconds_per_update = 1e-3};
+  auto make = [](sim::Comm& c) {
+    return slowmo::AsyncLocalSgd(slowmo::AdamW<float>({.lr = 1e-2}), c,
+                                 {.H = 6,
+                                  .dylu = {.enabled = true, .measure_rounds = 2},
+                                  .staleness = {.exponent = 0.5, .max_staleness = 8}},
+                                 slowmo::outer::DelayedNesterov<float>({.lr = 0.7, .momentum = 0.9, .N = 4, .c = 0.3}));
+  };
+  const fs::path dir = fs::temp_directory_path() / ("slowmo_async_resume_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  Outcome out{std::vector<Vector<float>>(4, Vector<float>::LinSpaced(11, -1, 2)), std::vector<std::int64_t>(4),
+              std::vector<std::int64_t>(4), std::vector<std::int64_t>(4), std::vector<double>(4)};
+  auto phase = [&](int from, int to, bool load) {
+    sim::run(options, [&](sim::Comm& c) {
+      const auto r = std::size_t(c.rank());
+      auto opt = make(c);
+      Vector<float>& x = out.x[r];
+      if (load) slowmo::load_checkpoint(opt, dir / std::to_string(r));
+      else slowmo::start(opt, x);
+      for (int t = from; t < to; ++t) {
+        c.compute(0.01);
+        opt.step(x, gradient_of(c.rank(), x));
+        if (t + 1 == stop) {
+          opt.drain(x);
+          if (interrupt) {
+            slowmo::save_checkpoint(opt, dir / std::to_string(r));
+            break;
+          }
+        }
+      }
+      out.version[r] = opt.last_pull().version;
+      out.pushes[r] = opt.pushes();
+      out.steps[r] = opt.steps();
+      out.clock[r] = c.now();
+    });
+  };
+  phase(0, total, false);
+  if (interrupt && stop > 0 && stop < total) phase(stop, total, true);
+  fs::remove_all(dir);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("drain, checkpoint, resume: a heterogeneous asynchronous run continues bit for bit on the simulator") {
+  const int total = 60;
+  for (int stop : {3, 10, 12, 29, 47}) {  // in DyLU's measurement (rounds of 6, two of them), at its end, after
+    CAPTURE(stop);
+    const Outcome through = heterogeneous_run(total, stop, false), resumed = heterogeneous_run(total, stop, true);
+    CHECK(resumed == through);
+    for (std::size_t w = 0; w < 4; ++w) CHECK(through.steps[w] == total);
+    // The workers are not in step: the fast ones pushed more often.
+    CHECK(through.pushes[3] > through.pushes[0]);
+  }
+  // A drain changes the run (it is a synchronisation), but only by that.
+  CHECK(heterogeneous_run(total, 0, false).x != heterogeneous_run(total, 29, false).x);
+}
+
+TEST_CASE("drain: every worker holds one version of the model; a checkpoint without it is refused") {
+  const fs::path file = fs::temp_directory_path() / ("slowmo_async_nodrain_" + std::to_string(::getpid()));
+  sim::run({.workers = 3, .slowdown = {1, 2, 3}}, [&](sim::Comm& comm) {
+    auto opt = slowmo::AsyncLocalSgd(slowmo::Sgd<double>({.lr = 0.1}), comm, {.H = 4},
+                                     slowmo::outer::DelayedNesterov<double>({.N = 3}));
+    Vector<double> x = Vector<double>::Zero(5);
+    slowmo::start(opt, x);
+    for (int t = 0; t < 10; ++t) {
+      comm.compute(1.0);
+      opt.step(x, gradient_of(comm.rank(), x));
+    }
+    const std::string e = error_of([&] { slowmo::save_checkpoint(opt, file); });
+    CHECK(has(e, "without drain"));
+    CHECK(has(e, "worker " + std::to_string(comm.rank())));
+    CHECK(!fs::exists(file));
+    opt.drain(x);
+    // 10 steps in rounds of 4: two full rounds and a partial one, each pushed: 9 updates.
+    CHECK(opt.last_pull().version == 9);
+    std::vector<double> sum(x.data(), x.data() + x.size());
+    comm.all_reduce(std::span<double>(sum), slowmo::ReduceOp::mean);
+    CHECK(Vector<double>(Eigen::Map<Vector<double>>(sum.data(), 5)) == x);
+    CHECK_NOTHROW(slowmo::checkpoint_bytes(opt));
+    opt.step(x, gradient_of(comm.rank(), x));
+    CHECK_THROWS_AS(slowmo::checkpoint_bytes(opt), slowmo::usage_error);
+  });
+}
+
+// On threads the arrival order is the threads', so only the bookkeeping is exact: the resumed
+// server continues from the version it had at the drain, and every push after it is counted.
+TEST_CASE("drain and resume on threads: the server continues from its version") {
+  const int m = 3, H = 4, stop = 12, total = 28;
+  const fs::path dir = fs::temp_directory_path() / ("slowmo_async_threads_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::vector<Vector<double>> xs(m, Vector<double>::Zero(6));
+  std::vector<std::int64_t> at_drain(m), at_resume(m), at_end(m);
+  auto make = [](slowmo::threads::Comm& c) {
+    return slowmo::AsyncLocalSgd(slowmo::Adam<double>({.lr = 0.05}), c, {.H = H},
+                                 slowmo::outer::DelayedNesterov<double>({.lr = 0.5, .momentum = 0.5, .N = m}));
+  };
+  slowmo::threads::run({.workers = m}, [&](slowmo::threads::Comm& c) {
+    const auto r = std::size_t(c.rank());
+    auto opt = make(c);
+    slowmo::start(opt, xs[r]);
+    for (int t = 0; t < stop; ++t) opt.step(xs[r], gradient_of(c.rank(), xs[r]));
+    opt.drain(xs[r]);
+    at_drain[r] = opt.last_pull().version;
+    slowmo::save_checkpoint(opt, dir / std::to_string(r));
+  });
+  slowmo::threads::run({.workers = m}, [&](slowmo::threads::Comm& c) {
+    const auto r = std::size_t(c.rank());
+    auto opt = make(c);
+    slowmo::load_checkpoint(opt, dir / std::to_string(r));
+    opt.step(xs[r], gradient_of(c.rank(), xs[r]));
+    at_resume[r] = opt.last_pull().version;  // the resume's pull (the round is not over yet)
+    for (int t = stop + 1; t < total; ++t) opt.step(xs[r], gradient_of(c.rank(), xs[r]));
+    c.barrier();
+    at_end[r] = c.pull(std::span<double>(xs[r].data(), 6)).version;
+  });
+  fs::remove_all(dir);
+  for (int w = 0; w < m; ++w) {
+    CAPTURE(w);
+    CHECK(at_drain[std::size_t(w)] == m * stop / H);
+    CHECK(at_resume[std::size_t(w)] >= m * stop / H);
+    CHECK(at_end[std::size_t(w)] == m * total / H);
+    CHECK(xs[std::size_t(w)] == xs[0]);
   }
 }

@@ -21,7 +21,7 @@ namespace {
 struct SumServer final : slowmo::ModelServer<double> {
   std::vector<double> x = std::vector<double>(10, 0.0);
   std::size_t size() const override { return x.size(); }
-  void apply(int, std::span<const double> d) override {
+  void apply(const slowmo::Arrival&, std::span<const double> d) override {
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += d[i];
   }
   void read(std::span<double> out) const override { std::copy(x.begin(), x.end(), out.begin()); }

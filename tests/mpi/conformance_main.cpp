@@ -180,7 +180,7 @@ int main(int argc, char** argv) {
     section("algorithms", [&] { algorithms(comm); });
     section("resume", [&] { resume(comm); });
     section("validated errors", [&] { validated_errors(comm); });
-    // The shared model: the suite's checks on a fresh Comm (a Comm hosts once), departed at
+    // The shared model: the suite's checks on a fresh Comm, departed at
     // the end; then MPI's own (mpi/shared_model.hpp).
     section("shared model: conformance (double)", [&] {
       slowmo::mpi::Comm c(comm.native());

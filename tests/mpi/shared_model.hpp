@@ -4,15 +4,19 @@
 // all ranks; the staleness identities; every pull's parameters equal to the initial model plus
 // exactly the pushes of lower version; errors on the rank that made them, with the model as it
 // was; departures and a clean stop of the server thread. Every check hosts its model on a
-// fresh Comm over the same ranks (a Comm hosts once) and departs it at the end.
+// fresh Comm over the same ranks and departs it at the end.
 #pragma once
 
 #include <slowmo/mpi.hpp>
+#include <slowmo/slowmo.hpp>
+
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -26,13 +30,15 @@ namespace mpi_model {
 
 using conformance::expect;
 
-/// x += d, with a hook that refuses (throws, leaving x as it was) a push whose d[0] is -1000.
+/// x += d, with a hook that refuses (throws, leaving x as it was) a push whose d[0] is -1000;
+/// it starts at version `version`.
 template <class T>
 class SumServer final : public slowmo::ModelServer<T> {
  public:
-  explicit SumServer(std::vector<T> x) : x_(std::move(x)) {}
+  explicit SumServer(std::vector<T> x, std::int64_t version = 0) : x_(std::move(x)), version_(version) {}
+  std::int64_t initial_version() const override { return version_; }
   std::size_t size() const override { return x_.size(); }
-  void apply(int, std::span<const T> d) override {
+  void apply(const slowmo::Arrival&, std::span<const T> d) override {
     if (!d.empty() && d[0] == T(-1000)) throw std::domain_error("refused: d[0] = -1000");
     for (std::size_t i = 0; i < x_.size(); ++i) x_[i] += d[i];
   }
@@ -40,6 +46,7 @@ class SumServer final : public slowmo::ModelServer<T> {
 
  private:
   std::vector<T> x_;
+  std::int64_t version_;
 };
 
 template <class T>
@@ -226,12 +233,14 @@ inline void errors(slowmo::mpi::Comm& comm) {
     expect(has(e, "before host_model"), "rank ", r, ": a failed host_model hosted something: '", e, "'");
   }
   with_model<double>(comm, n, [&](slowmo::mpi::Comm& c) {
-    std::string e = error_of<slowmo::comm_error>(
-        [&] { c.host_model(std::make_unique<SumServer<double>>(initial_model<double>(n))); });
-    expect(has(e, me) && has(e, "hosted on this communicator already"), "rank ", r, ": a second host_model gave '",
-           e, "'");
+    // Hosting again replaces the model (every rank leaves the first, whose server stops): the
+    // new one starts at its own version, v0, and must be pulled before a push.
+    c.pull(std::span<double>(x));
+    c.push(std::span<const double>(x));
+    constexpr std::int64_t v0 = 3;
+    c.host_model(std::make_unique<SumServer<double>>(initial_model<double>(n), v0));
     // A push before this rank's first pull.
-    e = error_of<slowmo::usage_error>([&] { c.push(std::span<const double>(d)); });
+    std::string e = error_of<slowmo::usage_error>([&] { c.push(std::span<const double>(d)); });
     expect(has(e, me) && has(e, "push before this rank's first pull"), "rank ", r,
            ": push before the first pull gave '", e, "'");
     // Wrong sizes and types: the server answers no, this rank throws, x is untouched.
@@ -250,7 +259,7 @@ inline void errors(slowmo::mpi::Comm& comm) {
     expect(std::all_of(fx.begin(), fx.end(), [](float v) { return v == 42.0f; }), "rank ", r,
            ": a refused pull wrote into x");
     const slowmo::Pulled p = c.pull(std::span<double>(x));
-    expect(p.version == 0 && x == initial_model<double>(n), "rank ", r, ": first pull: version ", p.version);
+    expect(p.version == v0 && x == initial_model<double>(n), "rank ", r, ": first pull: version ", p.version);
     const std::uint64_t sent = c.bytes_sent(), messages = c.messages_sent();
     std::vector<double> long_d(n + 1, 1.0);
     std::vector<float> fd(n, 1.0f);
@@ -271,7 +280,7 @@ inline void errors(slowmo::mpi::Comm& comm) {
     c.barrier();  // everyone has made every mistake: the model is as it was
     x.assign(n, 42.0);
     const slowmo::Pulled q = c.pull(std::span<double>(x));
-    expect(q.version == 0 && x == initial_model<double>(n), "rank ", r, ": after the refused calls: version ",
+    expect(q.version == v0 && x == initial_model<double>(n), "rank ", r, ": after the refused calls: version ",
            q.version, ", x[0] = ", x[0]);
     c.barrier();  // everyone has seen it so
     // One push each: version m, exactly the sum.
@@ -282,7 +291,7 @@ inline void errors(slowmo::mpi::Comm& comm) {
     std::vector<double> expected = initial_model<double>(n);
     for (int s = 0; s < m; ++s)
       for (std::size_t i = 0; i < n; ++i) expected[i] += pushed_value<double>(s, 0, i);
-    expect(after.version == m && x == expected, "rank ", r, ": after one push each: version ", after.version);
+    expect(after.version == v0 + m && x == expected, "rank ", r, ": after one push each: version ", after.version);
     c.barrier();
   });
 }
@@ -329,19 +338,40 @@ inline void departures(slowmo::mpi::Comm& comm) {
 
 /// AsyncLocalSgd (Delayed Nesterov on the server) on MPI ranks: rank r minimises
 /// (r + 1) |x - c|^2 / 2, so every rank's minimiser, and hence the global model's fixed point
-/// whatever the order and rates of the pushes, is c. Every rank makes 150 pushes; once all
+/// whatever the order and rates of the pushes, is c. Every rank makes 60 pushes, drains and
+/// saves its checkpoint (rank 0's holds the server); a fresh optimizer on the same Comm loads
+/// it (hosting the server again, in place of the first) and goes on to 150 pushes. Once all
 /// have (a barrier), the global model is near c. Real timing decides the order and the
 /// staleness, so the bound is loose: the last pushes, made while the others have stopped, are
 /// fresh, and they settle the model.
 inline void async_local_sgd(slowmo::mpi::Comm& comm) {
   const int m = comm.size(), r = comm.rank();
+  const std::string file = "slowmo_mpi_async_" + std::to_string(::getpid()) + ".ckpt";
   slowmo::mpi::Comm c(comm.native());
   try {
-    auto opt = slowmo::AsyncLocalSgd(slowmo::Sgd<double>({.lr = 0.1}), c, {.H = 4},
-                                     slowmo::outer::DelayedNesterov<double>({.lr = 0.5, .momentum = 0.9, .N = 2}));
+    auto make = [&] {
+      return slowmo::AsyncLocalSgd(slowmo::Sgd<double>({.lr = 0.1}), c, {.H = 4},
+                                   slowmo::outer::DelayedNesterov<double>({.lr = 0.5, .momentum = 0.9, .N = 2}));
+    };
     Eigen::VectorXd x = Eigen::VectorXd::LinSpaced(5, -1, 1), g(5);
     const Eigen::VectorXd target = Eigen::VectorXd::Constant(5, 0.25);
-    slowmo::start(opt, x);
+    {
+      auto opt = make();
+      slowmo::start(opt, x);
+      while (opt.pushes() < 60) {
+        g = double(r + 1) * (x - target);
+        opt.step(x, g);
+      }
+      opt.drain(x);  // the round just ended: nothing left to push
+      expect(opt.last_pull().version == 60 * m, "rank ", r, ": after the drain the version is ",
+             opt.last_pull().version, ", not ", 60 * m);
+      slowmo::save_checkpoint(opt, file);
+    }
+    auto opt = make();
+    slowmo::load_checkpoint(opt, file);
+    std::remove(file.c_str());
+    expect(opt.last_pull().version == 60 * m && opt.pushes() == 60, "rank ", r, ": resumed at version ",
+           opt.last_pull().version, " with ", opt.pushes(), " pushes");
     while (opt.pushes() < 150) {
       g = double(r + 1) * (x - target);
       opt.step(x, g);

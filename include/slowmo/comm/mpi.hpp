@@ -108,8 +108,12 @@ inline const char* thread_level_name(std::int64_t level) {
 /// pull yet, a ModelServer that throws) changes no version and no bookkeeping.
 class Host {
  public:
-  Host(std::int64_t elem, std::size_t size, int ranks)
-      : elem_(elem), size_(size), last_pull_(std::size_t(ranks), -1), own_since_pull_(std::size_t(ranks), 0) {}
+  Host(std::int64_t elem, std::size_t size, int ranks, std::int64_t version)
+      : elem_(elem),
+        size_(size),
+        version_(version),
+        last_pull_(std::size_t(ranks), -1),
+        own_since_pull_(std::size_t(ranks), 0) {}
   virtual ~Host() = default;
   std::int64_t elem() const { return elem_; }
   std::size_t size() const { return size_; }
@@ -128,8 +132,9 @@ class Host {
     if (elem != elem_ || count != std::int64_t(size_)) return misfit(elem);
     std::lock_guard lock(mutex_);
     if (last_pull_[std::size_t(r)] < 0) return {std::int64_t(Status::no_pull), 0, 0};
-    if (!call([&] { apply(r, d); }, error)) return {std::int64_t(Status::failed), std::int64_t(error.size()), 0};
     const std::int64_t staleness = version_ - last_pull_[std::size_t(r)] - own_since_pull_[std::size_t(r)];
+    if (!call([&] { apply({r, staleness}, d); }, error))
+      return {std::int64_t(Status::failed), std::int64_t(error.size()), 0};
     ++version_;
     ++own_since_pull_[std::size_t(r)];
     return {std::int64_t(Status::ok), version_, staleness};
@@ -147,7 +152,7 @@ class Host {
 
  private:
   virtual void read(void* out) = 0;
-  virtual void apply(int r, const void* d) = 0;
+  virtual void apply(const Arrival& arrival, const void* d) = 0;
 
   Message misfit(std::int64_t elem) const {
     return {std::int64_t(elem != elem_ ? Status::wrong_type : Status::wrong_size), elem_, std::int64_t(size_)};
@@ -168,7 +173,7 @@ class Host {
   std::int64_t elem_;
   std::size_t size_;
   std::mutex mutex_;
-  std::int64_t version_ = 0;
+  std::int64_t version_;
   std::vector<std::int64_t> last_pull_, own_since_pull_;
   std::vector<int> departed_;
 };
@@ -177,11 +182,13 @@ template <class T>
 class HostOf final : public Host {
  public:
   HostOf(std::unique_ptr<ModelServer<T>> server, int ranks)
-      : Host(element_code<T>(), server->size(), ranks), server_(std::move(server)) {}
+      : Host(element_code<T>(), server->size(), ranks, server->initial_version()), server_(std::move(server)) {}
 
  private:
   void read(void* out) override { server_->read(std::span<T>(static_cast<T*>(out), size())); }
-  void apply(int r, const void* d) override { server_->apply(r, std::span<const T>(static_cast<const T*>(d), size())); }
+  void apply(const Arrival& arrival, const void* d) override {
+    server_->apply(arrival, std::span<const T>(static_cast<const T*>(d), size()));
+  }
   std::unique_ptr<ModelServer<T>> server_;
 };
 
@@ -376,8 +383,9 @@ class Comm {
 
   // SharedModelCommunicator (core/shared_model.hpp): rank 0 keeps the server and runs it on a
   // thread beside its training (see the top of this file). Copies of a Comm share its model.
-  /// Collective, once per communicator: every rank passes a server built the same way (same
-  /// element type and size, or every rank throws comm_error); rank 0 keeps its own.
+  /// Collective: every rank passes a server built the same way (same element type and size, or
+  /// every rank throws comm_error); rank 0 keeps its own. A model hosted before is replaced:
+  /// every rank first leaves it (as depart()) and its server thread stops.
   void host_model(std::unique_ptr<ModelServer<float>> server) { host_model_impl(std::move(server)); }
   void host_model(std::unique_ptr<ModelServer<double>> server) { host_model_impl(std::move(server)); }
   /// x = the model's parameters; returns their version. Blocks for the server's answer only.
@@ -604,17 +612,18 @@ class Comm {
 
   template <class T>
   void host_model_impl(std::unique_ptr<ModelServer<T>> server) {
-    // Every rank's (element type, size or -1 for none, hosted already, thread level), by one
+    // Every rank's (element type, size or -1 for none, thread level), by one
     // small MPI_Allgather: every rank judges alike, so all throw (naming the culprits) or none.
+    // The judgement comes first: a refused host_model leaves a hosted model as it was.
     int provided = MPI_THREAD_SINGLE;
     detail::mpi_model::check(MPI_Query_thread(&provided), "MPI_Query_thread");
     const int m = size();
-    const std::array<std::int64_t, 4> mine{slowmo::detail::element_code<T>(),
-                                           server ? std::int64_t(server->size()) : -1, model_ ? 1 : 0, provided};
-    sizes_.resize(4 * std::size_t(m));  // reused: all-gathers keep their sizes there too
+    const std::array<std::int64_t, 3> mine{slowmo::detail::element_code<T>(),
+                                           server ? std::int64_t(server->size()) : -1, provided};
+    sizes_.resize(3 * std::size_t(m));  // reused: all-gathers keep their sizes there too
     BOOST_MPI_CHECK_RESULT(MPI_Allgather,
-                           (mine.data(), 4, MPI_INT64_T, sizes_.data(), 4, MPI_INT64_T, MPI_Comm(comm_)));
-    auto at = [&](int q, int k) { return sizes_[4 * std::size_t(q) + std::size_t(k)]; };
+                           (mine.data(), 3, MPI_INT64_T, sizes_.data(), 3, MPI_INT64_T, MPI_Comm(comm_)));
+    auto at = [&](int q, int k) { return sizes_[3 * std::size_t(q) + std::size_t(k)]; };
     auto ranks = [&](auto pick, auto describe) {  // "rank 1<describe(1)>, rank 3..." (8 at most)
       std::string out;
       for (int q = 0, listed = 0; q < m; ++q) {
@@ -631,11 +640,9 @@ class Comm {
     const std::string who = slowmo::detail::concat("slowmo::mpi: rank ", rank(), ": host_model: ");
     auto null = [&](int q) { return at(q, 1) < 0; };
     auto differs = [&](int q) { return q == 0 || at(q, 0) != at(0, 0) || at(q, 1) != at(0, 1); };
-    auto hosted = [&](int q) { return at(q, 2) != 0; };
-    auto single = [&](int q) { return at(q, 3) < MPI_THREAD_MULTIPLE; };
-    bool any_null = false, any_differs = false, any_hosted = false, any_single = false;
-    for (int q = 0; q < m; ++q)
-      any_null |= null(q), any_differs |= q > 0 && differs(q), any_hosted |= hosted(q), any_single |= single(q);
+    auto single = [&](int q) { return at(q, 2) < MPI_THREAD_MULTIPLE; };
+    bool any_null = false, any_differs = false, any_single = false;
+    for (int q = 0; q < m; ++q) any_null |= null(q), any_differs |= q > 0 && differs(q), any_single |= single(q);
     if (any_null)
       throw comm_error(who + ranks(null, none) +
                        " passed no server (a null pointer); every rank passes a server built the same way (rank "
@@ -643,13 +650,10 @@ class Comm {
     if (any_differs)
       throw comm_error(who + "the ranks' servers differ (" + ranks(differs, model_of) +
                        "); every rank passes a server of the same element type and size (rank 0's is kept)");
-    if (any_hosted)
-      throw comm_error(who + "a shared model is hosted on this communicator already (" + ranks(hosted, none) +
-                       "); every rank calls host_model once");
     if (any_single)
       throw comm_error(who + "the shared model's server thread needs MPI_THREAD_MULTIPLE, but MPI provides less (" +
                        ranks(single, [&](int q) {
-                         return slowmo::detail::concat(": ", detail::mpi_model::thread_level_name(at(q, 3)));
+                         return slowmo::detail::concat(": ", detail::mpi_model::thread_level_name(at(q, 2)));
                        }) +
                        "); slowmo::mpi::run asks for it; where MPI is initialised otherwise, ask for "
                        "MPI_THREAD_MULTIPLE (e.g. boost::mpi::environment(argc, argv, "
@@ -657,6 +661,7 @@ class Comm {
     if (at(0, 1) > INT_MAX)
       throw comm_error(slowmo::detail::concat(who, "a model of ", at(0, 1), " values exceeds MPI's int count (",
                                               INT_MAX, ")"));
+    depart();  // from a model hosted before: rank 0 waits there for every rank, then stops its server
     auto shared = std::make_shared<detail::mpi_model::Shared>(
         boost::mpi::communicator(MPI_Comm(comm_), boost::mpi::comm_duplicate));
     if (rank() == 0) shared->start(std::make_shared<detail::mpi_model::HostOf<T>>(std::move(server), size()));
@@ -668,7 +673,7 @@ class Comm {
     if (!model_)
       throw usage_error(slowmo::detail::concat("slowmo::mpi: rank ", rank(), ": ", op,
                                                " before host_model: host the shared model first (collectively: "
-                                               "every rank calls host_model, once)"));
+                                               "every rank calls host_model)"));
     if (model_->left)
       throw usage_error(slowmo::detail::concat("slowmo::mpi: rank ", rank(), ": ", op,
                                                " after this rank departed from the shared model"));

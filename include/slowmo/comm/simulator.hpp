@@ -67,7 +67,8 @@ struct Options {
   /// Per-worker compute slowdown: compute(s) advances worker r's clock by s * slowdown[r]
   /// (a straggler has slowdown 10). Empty: 1 for everyone.
   std::vector<double> slowdown{};
-  /// compute(s) is further multiplied by U(1 - jitter, 1 + jitter), seeded per worker.
+  /// compute(s) is further multiplied by 1 + jitter * (2u - 1), u in [0, 1) a hash of (seed,
+  /// rank, the worker's clock): uniform, seeded, and a function of the simulated state alone.
   double jitter = 0;
   std::uint64_t seed = 0;
   /// Fault injection: per worker, extra seconds before anything it sends arrives (its
@@ -121,6 +122,9 @@ class Comm : public detail::LocalComm {
   void advance(double seconds) { engine_->advance(rank_, seconds); }
   /// Charges `nominal_seconds` of computation, scaled by this worker's slowdown and jitter.
   void compute(double nominal_seconds) { engine_->compute(rank_, nominal_seconds); }
+  /// Moves this worker's clock forward to `t` (>= now()): how a resumed run continues at the
+  /// virtual time it stopped (AsyncLocalSgd does it after loading a checkpoint).
+  void advance_to(double t) { engine_->advance_to(rank_, t); }
 };
 
 

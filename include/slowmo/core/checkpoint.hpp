@@ -388,6 +388,9 @@ std::string state_signature(const Opt& opt) {
 template <class Opt>
 std::vector<unsigned char> checkpoint_bytes(const Opt& opt) {
   using T = typename Opt::scalar_type;
+  // An optimizer whose state is not a checkpoint at every step (an asynchronous one: only
+  // after drain) says so by throwing from check_checkpoint(); nothing is written then.
+  if constexpr (requires { opt.check_checkpoint(); }) opt.check_checkpoint();
   detail::ckpt::Writer w;
   w.put(detail::ckpt::magic, sizeof detail::ckpt::magic);
   w.put(detail::ckpt::version);
@@ -547,6 +550,9 @@ void restore_checkpoint(Opt& opt, std::span<const unsigned char> bytes, const st
     else
       ref.swap(vectors[iv++]);
   });
+  // An optimizer with more to restore than its state (an asynchronous one hosts its server
+  // again: collectively) does it in on_restored().
+  if constexpr (requires { opt.on_restored(); }) opt.on_restored();
 }
 
 /// Writes opt's checkpoint to `path` atomically: a temporary file of a name no other process

@@ -30,16 +30,26 @@ namespace slowmo {
 /// necessarily the pushing worker's thread, and under the backend's lock: apply and read must
 /// not call the communicator). An exception from apply or read reaches the worker whose pull
 /// or push it was serving; the version does not move.
+/// Who pushed, and how stale the push is: the updates (by other workers) the server applied
+/// between the pusher's last pull and this push.
+struct Arrival {
+  int worker = 0;
+  std::int64_t staleness = 0;
+};
+
 template <class T>
 class ModelServer {
  public:
   virtual ~ModelServer() = default;
   /// The number of parameters; every pull and push moves exactly this many values.
   virtual std::size_t size() const = 0;
-  /// Applies worker `worker`'s push (of size()) to the model: one global update.
-  virtual void apply(int worker, std::span<const T> push) = 0;
+  /// Applies a push (of size()) to the model: one global update.
+  virtual void apply(const Arrival& arrival, std::span<const T> push) = 0;
   /// Writes the current parameters into `out` (of size()).
   virtual void read(std::span<T> out) const = 0;
+  /// The version the model has when hosted: 0 for a fresh one; a model restored from a
+  /// checkpoint returns the updates it had, and versions (and staleness) continue from there.
+  virtual std::int64_t initial_version() const { return 0; }
 };
 
 /// What a pull returns: the version of the parameters it read (the number of updates the
@@ -65,9 +75,10 @@ concept SharesModelIn = requires(C& c, std::unique_ptr<ModelServer<T>> server, s
 }  // namespace detail
 
 /// A Communicator with a shared global model, for float and double parameters:
-///  - `host_model(server)`: collective, once per run, before any pull or push; every worker
-///    passes a server built the same way and the backend keeps rank 0's (the others are
-///    dropped), so an SPMD program needs no special case for the server;
+///  - `host_model(server)`: collective, before any pull or push; every worker passes a server
+///    built the same way and the backend keeps rank 0's (the others are dropped), so an SPMD
+///    program needs no special case for the server. Hosting again replaces the model (every
+///    worker must pull the new one before pushing);
 ///  - `pull(x)`: x = the current global parameters; returns their version;
 ///  - `push(d)`: the server applies d through the hosted server's apply(); returns the version
 ///    produced and the staleness;

@@ -1,6 +1,7 @@
-// slowmo/distributed/local_sgd.hpp — LocalSgd<Base, Comm>: local steps with periodic exact
-// averaging of the parameters (Local SGD, Stich 2019), optionally after a warm-up of
-// gradient all-reduce steps (post-local SGD, Lin et al. 2020).
+// slowmo/distributed/local_sgd.hpp — LocalSgd<Base, Comm, Period>: local steps with periodic
+// exact averaging of the parameters (Local SGD, Stich 2019), optionally after a warm-up of
+// gradient all-reduce steps (post-local SGD, Lin et al. 2020), every H steps or on a
+// synchronisation schedule (distributed/period.hpp: QSR, Gu et al. 2024).
 #pragma once
 
 #include <cstdint>
@@ -12,11 +13,12 @@
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
 #include "slowmo/distributed/detail/sync.hpp"
+#include "slowmo/distributed/period.hpp"
 
 namespace slowmo {
 
 struct LocalSgdOptions {
-  std::int64_t H = 1;                 ///< local steps between averages
+  std::int64_t H = 1;                 ///< local steps between averages (the schedule's base period)
   std::int64_t warmup_steps = 0;      ///< W: the first W steps average gradients instead (post-local SGD)
   OnSync base_state = OnSync::keep;   ///< the base optimizer's state at each average
   bool broadcast_initial = true;      ///< start(x): every worker takes worker 0's parameters
@@ -24,10 +26,13 @@ struct LocalSgdOptions {
 
 /// After start(x): steps 1..W average g over workers (all-reduce) and the base steps with it,
 /// so the replicas stay identical. After that, every worker steps on its own gradient and
-/// the parameters are averaged after steps W + H, W + 2H, ... (and the base rebased there).
-template <class Base, class Comm>
+/// the parameters are averaged after steps W + H, W + 2H, ... (and the base rebased there);
+/// with a schedule, each round's length is the schedule's, picked when the round starts from
+/// the base's next learning rate (the same on every worker).
+template <class Base, class Comm, period::Schedule Period = period::Constant>
 class LocalSgd {
   static_assert(detail::check_distributed<Base, Comm>(), "slowmo::LocalSgd<Base, Comm>: see the message above");
+  static constexpr bool constant_period = slowmo::period::Rounds<Period>::constant;
 
  public:
   using scalar_type = typename Base::scalar_type;
@@ -39,8 +44,11 @@ class LocalSgd {
   using base_type = Base;
   using comm_type = Comm;
 
-  LocalSgd(Base base, Comm& comm, LocalSgdOptions options = {})
-      : options_(validated(options)), base_(std::move(base)), comm_(comm) {}
+  LocalSgd(Base base, Comm& comm, LocalSgdOptions options = {}, Period schedule = Period{})
+      : options_(validated(options)),
+        base_(std::move(base)),
+        comm_(comm),
+        rounds_(std::move(schedule), options_.H, options_.warmup_steps) {}
 
   /// Before the first gradient: every worker takes worker 0's parameters (broadcast_initial)
   /// and the base is anchored there.
@@ -64,19 +72,32 @@ class LocalSgd {
       ++steps_;
       return;
     }
+    const auto next = rounds_.next(steps_, [&] { return detail::upcoming_lr(base_); }, "LocalSgd");
     base_.step(x, g);
+    rounds_.advance(next, steps_);
     ++steps_;
-    if (averaged_last_step()) {
+    if (next.ends) {
       detail::average_parameters(base_, x, comm);
       detail::apply_sync_policy(options_.base_state, base_, comm);
       slowmo::rebase(base_, x);
     }
   }
 
-  /// LocalSgd averages after steps period_offset() + j period(), j >= 1 (SlowMo checks that
-  /// its outer steps fall on them).
-  std::int64_t period() const { return options_.H; }
-  std::int64_t period_offset() const { return options_.warmup_steps; }
+  /// With the constant schedule, LocalSgd averages after steps period_offset() + j period(),
+  /// j >= 1 (SlowMo checks that its outer steps fall on them).
+  std::int64_t period() const
+    requires constant_period
+  {
+    return options_.H;
+  }
+  std::int64_t period_offset() const
+    requires constant_period
+  {
+    return options_.warmup_steps;
+  }
+  /// The averages so far, and the length of the round under way (0 between rounds).
+  std::int64_t averages() const { return rounds_.completed(steps_); }
+  std::int64_t round_length() const { return rounds_.length(); }
   scalar_type last_lr() const { return base_.last_lr(); }
   std::int64_t steps() const { return steps_; }
   const LocalSgdOptions& options() const { return options_; }
@@ -107,6 +128,7 @@ class LocalSgd {
     f(StateKey{"combinator", scope}, "LocalSgd");
     f(StateKey{"H", scope}, options_.H);
     f(StateKey{"warmup_steps", scope}, options_.warmup_steps);
+    rounds_.visit_structure(f, scope);
     const StateScope base_scope{"base", scope};
     slowmo::visit_structure(base_, f, &base_scope);
   }
@@ -124,13 +146,12 @@ class LocalSgd {
   template <class Self, class V>
   static void visit(Self& self, V& v, const StateScope* scope) {
     v(StateKey{"steps", scope}, self.steps_, StateKind::progress);
+    slowmo::period::Rounds<Period>::visit(self.rounds_, v, scope);
     const StateScope base_scope{"base", scope};
     self.base_.visit_state(v, &base_scope);
   }
 
-  bool averaged_last_step() const {
-    return steps_ > options_.warmup_steps && (steps_ - options_.warmup_steps) % options_.H == 0;
-  }
+  bool averaged_last_step() const { return rounds_.ended_at(steps_); }
 
   static LocalSgdOptions validated(const LocalSgdOptions& o) {
     detail::require_option(o.H >= 1, "LocalSgd", "H", o.H, "must be >= 1 (local steps between averages)");
@@ -144,6 +165,7 @@ class LocalSgd {
   vector_type grad_;  // averaged gradient during warm-up
   std::int64_t steps_ = 0;
   bool started_ = false;  // start(x) or a rebase anchored it (derived again from steps_ after a resume)
+  slowmo::period::Rounds<Period> rounds_;
 };
 
 }  // namespace slowmo

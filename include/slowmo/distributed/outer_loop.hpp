@@ -1,5 +1,6 @@
-// slowmo/distributed/outer_loop.hpp — OuterLoop<Base, Comm, Rule, Reduce>: the one loop behind
-// every periodic-synchronisation method. Every tau base steps each worker forms its
+// slowmo/distributed/outer_loop.hpp — OuterLoop<Base, Comm, Rule, Reduce, Period>: the one loop
+// behind every periodic-synchronisation method. Every tau base steps (or as a synchronisation
+// schedule says: distributed/period.hpp) each worker forms its
 // pseudo-gradient d_i = x0 - x_i, a reduce policy turns the workers' d_i into the shared d, an
 // outer rule moves x0 from d, and every worker restarts from x0. SlowMo, BMUF, DiLoCo,
 // Lookahead-as-outer, FedAvgM, FedAdam, FedYogi, FedAdagrad and the compressed variants are
@@ -19,6 +20,7 @@
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
 #include "slowmo/distributed/detail/sync.hpp"
+#include "slowmo/distributed/period.hpp"
 #include "slowmo/distributed/reduce.hpp"
 #include "slowmo/outer/heavy_ball.hpp"
 #include "slowmo/outer/rule.hpp"
@@ -28,7 +30,7 @@ namespace slowmo {
 
 /// Options of the outer loop itself (the rule and the reduce policy have their own).
 struct OuterLoopOptions {
-  std::int64_t tau = 48;              ///< base steps per outer step (SlowMo's tau, DiLoCo's H)
+  std::int64_t tau = 48;              ///< base steps per outer step (SlowMo's tau, DiLoCo's H; a schedule's base period)
   OnSync base_state = OnSync::keep;   ///< the base optimizer's state at each outer step
   bool divide_by_lr = false;          ///< d_i = (x0 - x_i) / gamma, gamma the base's last lr (SlowMo); raw otherwise
   bool broadcast_initial = true;      ///< start(x): every worker takes worker 0's parameters
@@ -53,7 +55,8 @@ using default_outer_rule = outer::HeavyBall<typename Base::scalar_type, space_of
 /// arithmetic mean_i d_i is the same, in floating point it differs by rounding.
 /// start(x) broadcasts worker 0's parameters (unless broadcast_initial = false) and anchors
 /// x0 there, identically on every worker, before the first gradient is computed.
-template <class Base, class Comm, class Rule = detail::default_outer_rule<Base>, class Reduce = reduce::Mean>
+template <class Base, class Comm, class Rule = detail::default_outer_rule<Base>, class Reduce = reduce::Mean,
+          period::Schedule Period = period::Constant>
 class OuterLoop {
   static_assert(detail::check_distributed<Base, Comm>() && detail::check_reduce_policy<Reduce, Base, Comm>(),
                 "slowmo::OuterLoop<Base, Comm, Rule, Reduce>: see the message above");
@@ -74,8 +77,10 @@ class OuterLoop {
   using rule_type = Rule;
   using reduce_type = Reduce;
 
-  OuterLoop(Base base, Comm& comm, OuterLoopOptions options = {}, Rule rule = Rule{}, Reduce reduce = Reduce{})
-      : OuterLoop("OuterLoop", std::move(base), comm, options, std::move(rule), std::move(reduce)) {}
+  OuterLoop(Base base, Comm& comm, OuterLoopOptions options = {}, Rule rule = Rule{}, Reduce reduce = Reduce{},
+            Period schedule = Period{})
+      : OuterLoop("OuterLoop", std::move(base), comm, options, std::move(rule), std::move(reduce),
+                  std::move(schedule)) {}
 
   /// Before the first gradient: every worker takes worker 0's parameters (broadcast_initial)
   /// and the nest is anchored there (x0 = x, the rule's state sized, the base rebased).
@@ -95,19 +100,23 @@ class OuterLoop {
     // step that would divide by a zero learning rate, or a rule whose state does not fit,
     // is refused before the base steps. (A base that cannot tell its next lr is checked
     // after its step: then the base has moved.)
-    const bool outer = (steps_ + 1) % options_.tau == 0;
+    const auto round = rounds_.next(steps_, [&] { return detail::upcoming_lr(base_); }, name());
+    const bool outer = round.ends;
     const std::optional<double> next = outer && options_.divide_by_lr ? slowmo::next_lr(base_) : std::nullopt;
     if (next) check_gamma(*next, steps_ + 1);
     if (outer) check_rule_state(x.size());
     base_.step(x, g);
     if (outer && options_.divide_by_lr && !next) check_gamma(static_cast<double>(base_.last_lr()), steps_ + 1);
+    rounds_.advance(round, steps_);
     ++steps_;
     if (outer) outer_step(x);
   }
 
   scalar_type last_lr() const { return base_.last_lr(); }
   std::int64_t steps() const { return steps_; }
-  std::int64_t outer_steps() const { return steps_ / options_.tau; }
+  std::int64_t outer_steps() const { return rounds_.completed(steps_); }
+  /// The length of the outer round under way (tau, or the schedule's; 0 between rounds).
+  std::int64_t round_length() const { return rounds_.length(); }
   const OuterLoopOptions& options() const { return options_; }
   const Base& base() const { return base_; }
   Base& base() { return base_; }
@@ -124,7 +133,7 @@ class OuterLoop {
   /// per-worker residual never does); in between, what the base's own steps left agreeing.
   Agreement agreement() const {
     const Agreement base = slowmo::agreement(base_);
-    if (steps_ == 0 || steps_ % options_.tau != 0) return base;
+    if (!rounds_.ended_at(steps_)) return base;
     return {.parameters = true,
             .state = detail::state_agrees_after(options_.base_state, base.state) && !detail::visits_buffers(reduce_)};
   }
@@ -145,6 +154,7 @@ class OuterLoop {
     f(StateKey{"combinator", scope}, name_);
     f(StateKey{"tau", scope}, options_.tau);
     f(StateKey{"divide_by_lr", scope}, options_.divide_by_lr);
+    rounds_.visit_structure(f, scope);
     const StateScope rule_scope{"rule", scope};
     rule_.visit_structure(f, &rule_scope);
     const StateScope reduce_scope{"reduce", scope};
@@ -164,13 +174,15 @@ class OuterLoop {
 
  protected:
   /// For presets with their own name (SlowMo): `name` is what errors and checkpoints call it.
-  OuterLoop(const char* name, Base base, Comm& comm, OuterLoopOptions options, Rule rule, Reduce reduce)
+  OuterLoop(const char* name, Base base, Comm& comm, OuterLoopOptions options, Rule rule, Reduce reduce,
+            Period schedule = Period{})
       : name_(name),
         options_(validated(name, options, base)),
         base_(std::move(base)),
         comm_(comm),
         rule_(std::move(rule)),
-        reduce_(std::move(reduce)) {}
+        reduce_(std::move(reduce)),
+        rounds_(std::move(schedule), options_.tau) {}
 
  private:
   const char* name() const { return name_; }
@@ -178,8 +190,8 @@ class OuterLoop {
   void check_gamma(double gamma, std::int64_t step) const {
     if (!(gamma > 0))
       throw invalid_option(detail::concat(
-          "slowmo::", name_, ": the base optimizer's learning rate is ", gamma, " at outer step ", step / options_.tau,
-          " (step ", step,
+          "slowmo::", name_, ": the base optimizer's learning rate is ", gamma, " at outer step ",
+          rounds_.completed(steps_) + 1, " (step ", step,
           "); the pseudo-gradient is divided by it (divide_by_lr, as SlowMo): keep the lr > 0 or set divide_by_lr = "
           "false"));
   }
@@ -204,7 +216,7 @@ class OuterLoop {
 
   void outer_step(ref_type x) {
     const double gamma = static_cast<double>(base_.last_lr());
-    const std::int64_t round = steps_ / options_.tau - 1;
+    const std::int64_t round = rounds_.completed(steps_) - 1;
     const ReduceContext reduce_ctx{.round = round, .agreed = slowmo::agreement(base_).parameters};
     const rules::PseudoGradient<scalar_type> pseudo_gradient{scalar_type(gamma), options_.divide_by_lr};
     const auto kernel = rule_.kernel(OuterContext{.round = round, .lr_scale = options_.divide_by_lr ? gamma : 1.0});
@@ -238,6 +250,7 @@ class OuterLoop {
     const StateScope reduce_scope{"reduce", scope};
     self.reduce_.visit_state(v, &reduce_scope);
     v(StateKey{"steps", scope}, self.steps_, StateKind::progress);
+    period::Rounds<Period>::visit(self.rounds_, v, scope);
     const StateScope base_scope{"base", scope};
     self.base_.visit_state(v, &base_scope);
   }
@@ -247,7 +260,7 @@ class OuterLoop {
     // A base that averages by itself after steps offset + j * period (LocalSgd: W + jH):
     // every outer step (a multiple of tau) falls on one of them iff both tau and the offset
     // are multiples of the period.
-    if constexpr (requires { base.period(); base.period_offset(); })
+    if constexpr (period::Rounds<Period>::constant && requires { base.period(); base.period_offset(); })
       detail::require_option(o.tau % base.period() == 0 && base.period_offset() % base.period() == 0, name,
                              "tau", o.tau,
                              detail::concat("every outer step must fall on an average of the base, which averages "
@@ -265,14 +278,18 @@ class OuterLoop {
   Reduce reduce_;
   vector_type x0_;
   std::int64_t steps_ = 0;
+  period::Rounds<Period> rounds_;
 };
 
 /// Builds an OuterLoop, deducing every type: `outer_loop(base, comm, {.tau = 10},
-/// outer::FedAdam<float>({.lr = 0.01}))`.
-template <class Base, class Comm, class Rule = detail::default_outer_rule<Base>, class Reduce = reduce::Mean>
-OuterLoop<Base, Comm, Rule, Reduce> outer_loop(Base base, Comm& comm, OuterLoopOptions options = {}, Rule rule = Rule{},
-                                               Reduce reduce = Reduce{}) {
-  return {std::move(base), comm, options, std::move(rule), std::move(reduce)};
+/// outer::FedAdam<float>({.lr = 0.01}))`, or on a schedule, `outer_loop(base, comm, {.tau = 4},
+/// rule, reduce::Mean{}, period::Qsr{.alpha = 0.1})`.
+template <class Base, class Comm, class Rule = detail::default_outer_rule<Base>, class Reduce = reduce::Mean,
+          period::Schedule Period = period::Constant>
+OuterLoop<Base, Comm, Rule, Reduce, Period> outer_loop(Base base, Comm& comm, OuterLoopOptions options = {},
+                                                       Rule rule = Rule{}, Reduce reduce = Reduce{},
+                                                       Period schedule = Period{}) {
+  return {std::move(base), comm, options, std::move(rule), std::move(reduce), std::move(schedule)};
 }
 
 }  // namespace slowmo

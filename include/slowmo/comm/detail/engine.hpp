@@ -44,7 +44,6 @@
 #include <limits>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -167,7 +166,7 @@ struct WorkerStats {
 
 /// The shared model's server after a run (all zero when no model was hosted).
 struct ServerStats {
-  std::int64_t updates = 0;          ///< pushes applied: the final version
+  std::int64_t updates = 0;          ///< pushes applied in this run (over every model hosted)
   std::uint64_t pulls = 0;           ///< pulls served
   std::uint64_t bytes_sent = 0;      ///< payload bytes of the pulls it served
   std::uint64_t bytes_received = 0;  ///< payload bytes of the pushes it applied
@@ -188,7 +187,6 @@ class Engine {
     slot_.gather.resize(static_cast<std::size_t>(m_));  // once: gathers allocate nothing
     for (int r = 0; r < m_; ++r) {
       Worker& w = workers_[static_cast<std::size_t>(r)];
-      w.rng.seed(opt_.seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(r) + 1);
       w.factor = opt_.time_factor.empty() ? 1.0 : opt_.time_factor[static_cast<std::size_t>(r)];
       w.delay = opt_.message_delay.empty() ? 0.0 : opt_.message_delay[static_cast<std::size_t>(r)];
       w.fail_at = opt_.fail_at.empty() ? 0 : opt_.fail_at[static_cast<std::size_t>(r)];
@@ -285,6 +283,17 @@ class Engine {
     std::lock_guard lk(mu_);
     worker(r).clock += seconds;
   }
+  /// Moves worker r's clock forward to t (a resumed run continues at the time it stopped).
+  void advance_to(int r, double t) {
+    if (opt_.mode == Mode::parallel) return;
+    std::lock_guard lk(mu_);
+    Worker& w = worker(r);
+    require_option(finite(t) && t >= w.clock, "sim::Comm", "advance_to(t)", t,
+                   concat("must be finite and >= worker ", r, "'s clock, ", w.clock));
+    w.clock = t;
+  }
+  /// The jitter is a hash of (seed, rank, the clock when the computation starts): a function
+  /// of the simulated state alone, so a run resumed at the same clocks draws the same jitter.
   void compute(int r, double nominal) {
     require_option(finite(nominal) && nominal >= 0, "sim::Comm", "compute(seconds)", nominal,
                    "must be finite and >= 0");
@@ -292,7 +301,7 @@ class Engine {
     std::lock_guard lk(mu_);
     Worker& w = worker(r);
     double factor = w.factor;
-    if (opt_.jitter > 0) factor *= std::uniform_real_distribution<double>(1 - opt_.jitter, 1 + opt_.jitter)(w.rng);
+    if (opt_.jitter > 0) factor *= 1 + opt_.jitter * (2 * unit_hash(r, w.clock) - 1);
     w.clock += nominal * factor;
   }
 
@@ -428,6 +437,18 @@ class Engine {
     return "nothing";
   }
 
+  /// A uniform draw in [0, 1) from (seed, rank, clock): SplitMix64's finaliser over the three.
+  double unit_hash(int r, double clock) const {
+    std::uint64_t z = opt_.seed * 0x9E3779B97F4A7C15ull + std::uint64_t(r) * 0xD1B54A32D192ED03ull;
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, &clock, sizeof bits);
+    z ^= bits + 0x9E3779B97F4A7C15ull + (z << 6) + (z >> 2);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return double(z >> 11) * 0x1.0p-53;
+  }
+
   static bool is_gather(Kind k) { return k == Kind::all_gather || k == Kind::all_gather_v; }
   /// Operations that meet in the collective slot.
   static bool is_collective(Kind k) {
@@ -448,7 +469,6 @@ class Engine {
     double factor = 1;
     double delay = 0;
     std::int64_t fail_at = 0, calls = 0;
-    std::mt19937_64 rng;
     std::condition_variable cv;
     Op op;
     void* recv_buf = nullptr;
@@ -737,18 +757,21 @@ class Engine {
       if (differs(q))
         return concat("slowmo: host_model: the workers' servers differ (", list_workers(differs, model),
                       "); every worker passes a server of the same element type and size (rank 0's is kept)");
-    if (model_.hosted)
-      return concat("slowmo: host_model: a model of ", model_.size, " ", name_of(model_.type),
-                    " is hosted already; every worker calls host_model once per run");
     return {};
   }
-  /// Keeps rank 0's server (its unique_ptr, which the blocked worker 0 still holds).
+  /// Keeps rank 0's server (its unique_ptr, which the blocked worker 0 still holds), in place
+  /// of a model hosted before: nobody is in a pull or push (all are here), and every worker
+  /// pulls the new model before it pushes.
   void take_model(DType type, std::size_t size) {
     model_.hosted = true;
     model_.type = type;
     model_.size = size;
+    model_.f32.reset();
+    model_.f64.reset();
     if (type == DType::f32) model_.f32 = std::move(*static_cast<std::unique_ptr<ModelServer<float>>*>(slot_.bufs[0]));
     else model_.f64 = std::move(*static_cast<std::unique_ptr<ModelServer<double>>*>(slot_.bufs[0]));
+    model_.version = type == DType::f32 ? model_.f32->initial_version() : model_.f64->initial_version();
+    for (Worker& w : workers_) w.has_pulled = false, w.pull_version = 0, w.own_since_pull = 0;
   }
 
   std::size_t model_bytes() const { return model_.size * size_of(model_.type); }
@@ -795,22 +818,23 @@ class Engine {
   /// the worker's last pull.
   void apply_push(int r) {
     Worker& w = worker(r);
+    const Arrival arrival{r, model_.version - w.pull_version - w.own_since_pull};
     try {
       if (model_.type == DType::f32)
-        model_.f32->apply(r, std::span<const float>(static_cast<const float*>(w.push_buf), model_.size));
-      else model_.f64->apply(r, std::span<const double>(static_cast<const double*>(w.push_buf), model_.size));
+        model_.f32->apply(arrival, std::span<const float>(static_cast<const float*>(w.push_buf), model_.size));
+      else model_.f64->apply(arrival, std::span<const double>(static_cast<const double*>(w.push_buf), model_.size));
     } catch (...) {
       w.server_failure = std::current_exception();
       return;
     }
-    w.pushed.staleness = model_.version - w.pull_version - w.own_since_pull;
+    w.pushed.staleness = arrival.staleness;
     w.pushed.version = ++model_.version;
     ++w.own_since_pull;
     const std::uint64_t bytes = model_bytes();
     w.bytes_sent += bytes;
     w.messages_sent += 1;
     model_.stats.bytes_received += bytes;
-    model_.stats.updates = model_.version;
+    ++model_.stats.updates;
   }
   static void rethrow_server_failure(Worker& w) {
     if (w.server_failure) std::rethrow_exception(std::exchange(w.server_failure, nullptr));

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string_view>
 #include <type_traits>
 
@@ -119,6 +120,14 @@ void check_comm_size(std::string_view owner, const Comm& comm, int at_least) {
   if (comm.size() < at_least)
     throw invalid_option(concat("slowmo::", owner, ": needs at least ", at_least, " workers; the communicator has ",
                                 comm.size()));
+}
+
+/// The learning rate of base's next step where it can tell (next_lr), else of its last one:
+/// what a synchronisation schedule reads when a round starts.
+template <class Base>
+double upcoming_lr(const Base& base) {
+  const std::optional<double> next = slowmo::next_lr(base);
+  return next ? *next : static_cast<double>(base.last_lr());
 }
 
 }  // namespace slowmo::detail
