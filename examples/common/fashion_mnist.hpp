@@ -95,10 +95,16 @@ std::uint64_t bytes_sent(const Comm& comm) {
     return 0;
 }
 
+/// What train() calls after every step, with the optimizer and the step (1-based): nothing.
+struct NoObserver {
+  template <class Opt>
+  void operator()(const Opt&, int) const {}
+};
+
 /// Trains with the optimizer `make(comm)` returns, from the seed's initial weights (worker 0's,
-/// broadcast by start).
-template <class Comm, class Make>
-Trace train(Comm& comm, const Problem& problem, Make make, const Setting& s) {
+/// broadcast by start); `observe(opt, t)` after every step t.
+template <class Comm, class Make, class Observe = NoObserver>
+Trace train(Comm& comm, const Problem& problem, Make make, const Setting& s, Observe observe = {}) {
   auto opt = make(comm);
   Eigen::VectorXf x = problem.init<float>(s.seed), g(problem.dim());
   slowmo::start(opt, x);
@@ -114,6 +120,7 @@ Trace train(Comm& comm, const Problem& problem, Make make, const Setting& s) {
     problem.sample_gradient(comm.rank(), t, x, g);
     slowmo::charge_compute(comm, s.compute_seconds);
     opt.step(x, g);
+    observe(opt, t);
     if (t % s.eval_every == 0 || t == s.steps) record(t);
   }
   return trace;

@@ -322,12 +322,13 @@ TEST_CASE_TEMPLATE("skip: a worker that skips NaN steps keeps every counter equa
         // counters and progress, gathered from every worker
         std::vector<double> mine;
         // Asynchronous workers' pushes, staleness and rounds are their own by design (and rank 0
-        // holds the server's): there the step counts, which position the schedules, must agree.
-        constexpr bool async = zoo::asynchronous<decltype(opt)>;
+        // holds the server's), as are the bases' under partial participation: there the step
+        // counts of the combinator, which position its rounds, must agree.
+        const bool own = zoo::own_counters(opt, c);
         opt.visit_state([&](const slowmo::StateKey& key, const auto& ref, slowmo::StateKind kind) {
           if constexpr (std::is_same_v<std::remove_cvref_t<decltype(ref)>, std::int64_t>)
             if ((kind == slowmo::StateKind::counter || kind == slowmo::StateKind::progress) &&
-                (!async || key.path() == "steps" || key.path() == "base/steps"))
+                (!own || key.path() == "steps"))
               mine.push_back(double(ref));
         });
         Vector<double> sum = Eigen::Map<Vector<double>>(mine.data(), Eigen::Index(mine.size())), first = sum;

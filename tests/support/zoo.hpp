@@ -9,6 +9,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <slowmo/compress.hpp>
@@ -169,6 +170,14 @@ void for_each_composition(F&& f, Config cfg = {}) {
                       outer::HeavyBall<T>({.lr = 0.7, .momentum = 0.9, .nesterov = true}), reduce::Mean{},
                       period::Linear{.growth = 1});
   });
+  // partial participation (federated): 2 of the workers per round, weighted by rank + 1
+  f("fedavgm_partial", 3, [=](auto& c) {
+    std::vector<double> weights(std::size_t(c.size()));
+    for (std::size_t w = 0; w < weights.size(); ++w) weights[w] = double(w + 1);
+    return outer_loop(Sgd<T>({.lr = 0.1, .momentum = 0.5, .non_finite = nf}), c,
+                      {.tau = 3, .base_state = OnSync::reset, .participation = {.count = 2, .seed = 5, .weights = weights}},
+                      outer::fedavgm<T>({.momentum = 0.8}));
+  });
   // asynchronous, on a shared model (see `asynchronous` below)
   f("async_local_sgd", 1, [=](auto& c) {
     return AsyncLocalSgd(Sgd<T>({.lr = 0.1, .momentum = 0.9, .non_finite = nf}), c, {.H = 3},
@@ -190,6 +199,18 @@ void for_each_composition(F&& f, Config cfg = {}) {
 /// with each other, leave it out; checkpoints need a drain first.
 template <class Opt>
 constexpr bool asynchronous = requires(Opt& opt, slowmo::Host::ref<typename Opt::scalar_type> x) { opt.drain(x); };
+
+/// Whether a composition's workers keep counters of their own by design (an asynchronous one's
+/// pushes and staleness; with partial participation, bases that step only when sampled).
+template <class Opt, class Comm>
+bool own_counters(const Opt& opt, const Comm& comm) {
+  if constexpr (asynchronous<Opt>)
+    return true;
+  else if constexpr (requires { opt.participants(0); })
+    return std::int64_t(opt.participants(0).size()) < comm.size();
+  else
+    return false;
+}
 
 /// Worker r's gradient of f_r(x) = 1/2 sum_j a_rj (x_j - c_rj)^2, heterogeneous across workers.
 template <class T>

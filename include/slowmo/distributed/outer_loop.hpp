@@ -12,6 +12,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "slowmo/core/communicator.hpp"
 #include "slowmo/core/concepts.hpp"
@@ -20,6 +21,7 @@
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
 #include "slowmo/distributed/detail/sync.hpp"
+#include "slowmo/distributed/participation.hpp"
 #include "slowmo/distributed/period.hpp"
 #include "slowmo/distributed/reduce.hpp"
 #include "slowmo/outer/heavy_ball.hpp"
@@ -34,6 +36,7 @@ struct OuterLoopOptions {
   OnSync base_state = OnSync::keep;   ///< the base optimizer's state at each outer step
   bool divide_by_lr = false;          ///< d_i = (x0 - x_i) / gamma, gamma the base's last lr (SlowMo); raw otherwise
   bool broadcast_initial = true;      ///< start(x): every worker takes worker 0's parameters
+  Participation participation{};      ///< who takes part in each round (default: everyone, alike)
 };
 
 namespace detail {
@@ -55,6 +58,10 @@ using default_outer_rule = outer::HeavyBall<typename Base::scalar_type, space_of
 /// arithmetic mean_i d_i is the same, in floating point it differs by rounding.
 /// start(x) broadcasts worker 0's parameters (unless broadcast_initial = false) and anchors
 /// x0 there, identically on every worker, before the first gradient is computed.
+/// With partial participation (options.participation, distributed/participation.hpp), a worker
+/// outside the round's sample does not step its base (its x stays x0 and its g is only
+/// checked: participating() tells whether to compute one), and the average is the
+/// participants' weighted mean: each scales its parameters by m w_r / W before the all-reduce.
 template <class Base, class Comm, class Rule = detail::default_outer_rule<Base>, class Reduce = reduce::Mean,
           period::Schedule Period = period::Constant>
 class OuterLoop {
@@ -96,6 +103,7 @@ class OuterLoop {
   void step(ref_type x, const_ref_type g) {
     detail::check_step_sizes(name(), x.size(), g.size(), x0_.size() > 0 ? x0_.size() : -1);
     detail::require_started(name(), x0_.size() > 0);
+    if (!participating()) return idle_step(x, g);
     // Everything that can refuse this step is checked before anything changes: an outer
     // step that would divide by a zero learning rate, or a rule whose state does not fit,
     // is refused before the base steps. (A base that cannot tell its next lr is checked
@@ -115,6 +123,13 @@ class OuterLoop {
   scalar_type last_lr() const { return base_.last_lr(); }
   std::int64_t steps() const { return steps_; }
   std::int64_t outer_steps() const { return rounds_.completed(steps_); }
+  /// Whether this worker takes part in the round its next step belongs to (always, unless
+  /// options.participation samples the workers): if not, its next step trains nothing.
+  bool participating() const {
+    return cohort_.everyone() || cohort_.takes_part(comm().rank(), rounds_.completed(steps_));
+  }
+  /// Round `round`'s participants, ascending (every worker computes the same).
+  std::vector<int> participants(std::int64_t round) const { return cohort_.participants(round); }
   /// The length of the outer round under way (tau, or the schedule's; 0 between rounds).
   std::int64_t round_length() const { return rounds_.length(); }
   const OuterLoopOptions& options() const { return options_; }
@@ -154,6 +169,7 @@ class OuterLoop {
     f(StateKey{"combinator", scope}, name_);
     f(StateKey{"tau", scope}, options_.tau);
     f(StateKey{"divide_by_lr", scope}, options_.divide_by_lr);
+    if (!cohort_.everyone()) f(StateKey{"participants", scope}, std::int64_t(cohort_.per_round()));
     rounds_.visit_structure(f, scope);
     const StateScope rule_scope{"rule", scope};
     rule_.visit_structure(f, &rule_scope);
@@ -182,7 +198,23 @@ class OuterLoop {
         comm_(comm),
         rule_(std::move(rule)),
         reduce_(std::move(reduce)),
-        rounds_(std::move(schedule), options_.tau) {}
+        rounds_(std::move(schedule), options_.tau),
+        cohort_(options_.participation, comm.size(), name) {
+    if (cohort_.everyone()) return;
+    // A worker outside the sample does not step its base, so what would need every base to
+    // have stepped alike is refused: the lr division, averaged base states, a schedule of
+    // periods (read from the bases' lr), a reduce policy other than the mean, device memory.
+    const char* why = "is not available with partial participation (the idle workers' bases do not step)";
+    detail::require_option(!options_.divide_by_lr, name, "divide_by_lr", options_.divide_by_lr, why);
+    detail::require_option(options_.base_state != OnSync::average, name, "base_state",
+                           to_string(options_.base_state), why);
+    detail::require_option(period::Rounds<Period>::constant, name, "period schedule", detail::type_name<Period>(),
+                           why);
+    detail::require_option(detail::exact_mean_policy<Reduce>, name, "reduce", detail::type_name<Reduce>(),
+                           "must be reduce::Mean with partial participation (the weighted mean of the participants)");
+    detail::require_option(std::is_same_v<space_type, Host>, name, "participation", cohort_.per_round(),
+                           "is for host memory only");
+  }
 
  private:
   const char* name() const { return name_; }
@@ -214,10 +246,23 @@ class OuterLoop {
                                           ": its init(n) must size every buffer to n"));
   }
 
+  /// A worker outside this round's sample: g is checked as the base would (bad input is an
+  /// error on every worker), the base does not step, and at the round's end the worker joins
+  /// the average with a factor of 0.
+  void idle_step(ref_type x, const_ref_type g) {
+    detail::check_own_gradient(name(), base_, g, steps_ + 1);
+    const auto round = rounds_.next(steps_, [&] { return detail::upcoming_lr(base_); }, name());
+    rounds_.advance(round, steps_);
+    ++steps_;
+    if (round.ends) outer_step(x);
+  }
+
   void outer_step(ref_type x) {
     const double gamma = static_cast<double>(base_.last_lr());
     const std::int64_t round = rounds_.completed(steps_) - 1;
-    const ReduceContext reduce_ctx{.round = round, .agreed = slowmo::agreement(base_).parameters};
+    const bool everyone = cohort_.everyone();
+    if (!everyone) x *= scalar_type(cohort_.factor(comm().rank(), round));  // (host memory, the mean: see the ctor)
+    const ReduceContext reduce_ctx{.round = round, .agreed = everyone && slowmo::agreement(base_).parameters};
     const rules::PseudoGradient<scalar_type> pseudo_gradient{scalar_type(gamma), options_.divide_by_lr};
     const auto kernel = rule_.kernel(OuterContext{.round = round, .lr_scale = options_.divide_by_lr ? gamma : 1.0});
     const Eigen::Index n = x.size();
@@ -279,6 +324,7 @@ class OuterLoop {
   vector_type x0_;
   std::int64_t steps_ = 0;
   period::Rounds<Period> rounds_;
+  mutable detail::Cohort cohort_;  // (mutable: it caches the sample of the round last asked)
 };
 
 /// Builds an OuterLoop, deducing every type: `outer_loop(base, comm, {.tau = 10},
