@@ -261,7 +261,8 @@ class OuterLoop {
     const double gamma = static_cast<double>(base_.last_lr());
     const std::int64_t round = rounds_.completed(steps_) - 1;
     const bool everyone = cohort_.everyone();
-    if (!everyone) x *= scalar_type(cohort_.factor(comm().rank(), round));  // (host memory, the mean: see the ctor)
+    if constexpr (std::is_same_v<space_type, Host>)  // (partial participation is host-only: see the ctor)
+      if (!everyone) x *= scalar_type(cohort_.factor(comm().rank(), round));
     const ReduceContext reduce_ctx{.round = round, .agreed = everyone && slowmo::agreement(base_).parameters};
     const rules::PseudoGradient<scalar_type> pseudo_gradient{scalar_type(gamma), options_.divide_by_lr};
     const auto kernel = rule_.kernel(OuterContext{.round = round, .lr_scale = options_.divide_by_lr ? gamma : 1.0});
