@@ -102,11 +102,12 @@ struct NoObserver {
 };
 
 /// Trains with the optimizer `make(comm)` returns, from the seed's initial weights (worker 0's,
-/// broadcast by start); `observe(opt, t)` after every step t.
+/// broadcast by start); `observe(opt, t)` after every step t. A worker outside its round's
+/// sample (partial participation) computes no gradient and is charged no time.
 template <class Comm, class Make, class Observe = NoObserver>
 Trace train(Comm& comm, const Problem& problem, Make make, const Setting& s, Observe observe = {}) {
   auto opt = make(comm);
-  Eigen::VectorXf x = problem.init<float>(s.seed), g(problem.dim());
+  Eigen::VectorXf x = problem.init<float>(s.seed), g = Eigen::VectorXf::Zero(problem.dim());
   slowmo::start(opt, x);
   Trace trace;
   auto record = [&](int t) {
@@ -117,8 +118,12 @@ Trace train(Comm& comm, const Problem& problem, Make make, const Setting& s, Obs
   };
   record(0);
   for (int t = 1; t <= s.steps; ++t) {
-    problem.sample_gradient(comm.rank(), t, x, g);
-    slowmo::charge_compute(comm, s.compute_seconds);
+    bool trains = true;
+    if constexpr (requires { opt.participating(); }) trains = opt.participating();
+    if (trains) {  // (an idle worker's g is not read: the last one is passed)
+      problem.sample_gradient(comm.rank(), t, x, g);
+      slowmo::charge_compute(comm, s.compute_seconds);
+    }
     opt.step(x, g);
     observe(opt, t);
     if (t % s.eval_every == 0 || t == s.steps) record(t);

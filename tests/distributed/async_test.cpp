@@ -16,7 +16,12 @@
 
 #include <slowmo/slowmo.hpp>
 
+#include "support/errors.hpp"
+
 namespace {
+
+using check::error_of;
+using check::has;
 
 using slowmo::Vector;
 namespace sim = slowmo::sim;
@@ -30,17 +35,6 @@ double arrive(Rule& rule, double& x0, double d, std::int64_t round) {
   x0 = p[0];
   return x0;
 }
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 /// f_w(x) = |x - c_w|^2 / 2 with c_w = w + 1 in every coordinate: g = x - c_w.
 template <class T>

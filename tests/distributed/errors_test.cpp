@@ -3,21 +3,10 @@
 
 #include <slowmo/slowmo.hpp>
 
-namespace {
+#include "support/errors.hpp"
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no error";
-}
-
-bool has(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
-
-}  // namespace
+using check::error_of;
+using check::has;
 
 TEST_CASE("SlowMo, LocalSgd, Sgp, BMUF: invalid options name the option and the value") {
   using namespace slowmo;

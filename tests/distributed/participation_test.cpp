@@ -9,24 +9,18 @@
 
 #include <slowmo/slowmo.hpp>
 
+#include "support/errors.hpp"
+
 namespace {
+
+using check::error_of;
+using check::has;
 
 using slowmo::Vector;
 namespace sim = slowmo::sim;
 
 /// f_w(x) = a_w |x - c_w|^2 / 2, a_w = 1 + w / 4, c_w = w in every coordinate.
 Vector<double> gradient_of(int w, const Vector<double>& x) { return (1 + 0.25 * w) * (x.array() - double(w)).matrix(); }
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 

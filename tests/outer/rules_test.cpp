@@ -10,9 +10,14 @@
 
 #include <slowmo/slowmo.hpp>
 
+#include "support/errors.hpp"
+
 #include "support/zoo.hpp"
 
 namespace {
+
+using check::error_of;
+using check::has;
 
 using slowmo::Vector;
 
@@ -25,18 +30,6 @@ double outer_step(Rule& rule, double& x0, double d, double lr_scale = 1.0) {
   CHECK(xd[0] == p[0]);  // every worker restarts from the new outer point
   x0 = p[0];
   return x0;
-}
-
-bool has(const std::string& message, const std::string& part) { return message.find(part) != std::string::npos; }
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 }  // namespace
