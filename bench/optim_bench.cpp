@@ -10,7 +10,9 @@
 // The optimizer steps run with non_finite = propagate: the update alone, one pass. With
 // the default policy (raise) a step first reads the gradient once more to look for NaN and
 // infinities (so that nothing changes when it throws); the `_checked` variants measure that
-// default, still counting only the update's bytes, and `nan_check` the scan alone.
+// default, still counting only the update's bytes, and `nan_check` the scan alone; `scan`
+// and `eigen_sum` compare the scan with Eigen's sum() of g (a read-only reduction, the
+// reference of issue 18) from 2^12 to 2^24, and `sum_of_squares` is ClipGradNorm's norm.
 #include <benchmark/benchmark.h>
 
 #include <chrono>
@@ -132,6 +134,29 @@ void BM_NanCheck(benchmark::State& state) {
   report<T>(state, n, 1);
 }
 
+/// Issue 18's reference: a read-only reduction of g in this binary, Eigen's sum().
+template <class T>
+void BM_EigenSum(benchmark::State& state) {
+  const Eigen::Index n = state.range(0);
+  const Vector<T> g = Vector<T>::Constant(n, T(1e-3));
+  for (auto _ : state) benchmark::DoNotOptimize(g.sum());
+  report<T>(state, n, 1);
+}
+
+/// The 2-norm's reduction (ClipGradNorm's one read of g).
+template <class T>
+void BM_SumOfSquares(benchmark::State& state) {
+  const Eigen::Index n = state.range(0);
+  const Vector<T> g = Vector<T>::Constant(n, T(1e-3));
+  for (auto _ : state) benchmark::DoNotOptimize(slowmo::Host::reduce(n, slowmo::reductions::SumOfSquares<T>{}, g.data()));
+  report<T>(state, n, 1);
+}
+
+void scan_sizes(benchmark::internal::Benchmark* b) {
+  for (int e = 12; e <= 24; e += 2) b->Arg(int64_t(1) << e);
+  b->Unit(benchmark::kMicrosecond);
+}
+
 void sizes(benchmark::internal::Benchmark* b) {
   for (int64_t n : {int64_t(1000), int64_t(1) << 16, int64_t(1) << 20, int64_t(1) << 24}) b->Arg(n);
   b->Unit(benchmark::kMicrosecond);
@@ -155,6 +180,13 @@ void register_all(const std::string& tn) {
   reg("adam_checked", BM_Step<Adam<T>>, Adam<T>(), 7);
   reg("adamw_checked", BM_Step<AdamW<T>>, AdamW<T>(), 7);
   reg("nan_check", BM_NanCheck<T>);                                                                 // g
+  // issue 18: the scan against Eigen's sum of g, 2^12 .. 2^24
+  auto reg_scan = [&](const std::string& name, auto&& fn) {
+    benchmark::RegisterBenchmark((name + "/" + tn).c_str(), fn)->Apply(scan_sizes);
+  };
+  reg_scan("scan", BM_NanCheck<T>);
+  reg_scan("eigen_sum", BM_EigenSum<T>);
+  reg_scan("sum_of_squares", BM_SumOfSquares<T>);
   reg("adam_three_expressions", BM_AdamThreeExpressions<T>);
   reg("lookahead_sync", BM_Rule<T, rules::LookaheadSync<T>, 0, 1>, rules::LookaheadSync<T>{T(0.5)}, 4,
       std::make_index_sequence<2>{});  // slow fast | slow fast

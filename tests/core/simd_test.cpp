@@ -8,6 +8,7 @@
 // without the instruction set.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -132,6 +133,24 @@ TEST_CASE_TEMPLATE("single-worker optimizers: the SIMD body equals the scalar pa
                        special);
     check_optimizer<T>([&] { return Adam<T>({.lr = 0.01, .amsgrad = true, .maximize = true, .non_finite = nf}); },
                        "adam amsgrad", special);
+    check_optimizer<T>(
+        [&] { return RMSprop<T>({.lr = 0.01, .weight_decay = 0.1, .momentum = 0.5, .centered = true, .non_finite = nf}); },
+        "rmsprop centered momentum", special);
+    check_optimizer<T>(
+        [&] { return Adagrad<T>({.lr = 0.1, .lr_decay = 0.01, .initial_accumulator_value = 0.1, .non_finite = nf}); },
+        "adagrad", special);
+    check_optimizer<T>([&] { return NAdam<T>({.lr = 0.01, .weight_decay = 0.1, .non_finite = nf}); }, "nadam", special);
+    check_optimizer<T>([&] { return Adamax<T>({.lr = 0.01, .betas = {0.8, 0.95}, .non_finite = nf}); }, "adamax",
+                       special);
+    check_optimizer<T>([&] { return Qhm<T>({.lr = 0.1, .beta = 0.9, .weight_decay = 0.01, .non_finite = nf}); }, "qhm",
+                       special);
+    check_optimizer<T>([&] { return QhAdam<T>({.lr = 0.01, .nus = {0.7, 0.9}, .non_finite = nf}); }, "qhadam", special);
+    check_optimizer<T>([&] { return Lion<T>({.lr = 0.01, .weight_decay = 0.1, .non_finite = nf}); }, "lion", special);
+    // element-wise gradient modifiers (clipping by norm is not element-wise: see the reduction below)
+    check_optimizer<T>([&] { return ClipGradValue(Sgd<T>({.lr = 0.1, .non_finite = nf}), {.threshold = 1e3}); },
+                       "clip value", false);
+    check_optimizer<T>([&] { return FedProx(Adam<T>({.lr = 0.01, .non_finite = nf}), {.mu = 0.3}); }, "fedprox",
+                       special);
   }
 }
 
@@ -150,4 +169,53 @@ TEST_CASE_TEMPLATE("synchronisation rules: the SIMD body equals the scalar path,
   check_rule<T>(PushSumShare<T>{T(1.0 / 3)}, "push-sum share", std::make_index_sequence<2>{});
   check_rule<T>(PushSumCombine<T>{T(0.7)}, "push-sum combine", std::make_index_sequence<4>{});
   check_rule<T>(AddTo{}, "push-sum add", std::make_index_sequence<2>{});
+}
+
+// The host reduction's order (core/for_each.hpp: 128 bytes of lanes folded in increasing
+// order, a fixed tree, then the tail), written here as a plain scalar loop: the same bits
+// whatever the SIMD width this file is built for (SSE2, AVX2, AVX-512).
+template <class T, class Op>
+T reduce_in_documented_order(const Vector<T>& x, const Op& op) {
+  const Eigen::Index L = 128 / sizeof(T), n = x.size(), body = n - n % L;
+  std::vector<T> a(std::size_t(L), Op::identity());
+  for (Eigen::Index i = 0; i < body; ++i) a[std::size_t(i % L)] = op.combine(a[std::size_t(i % L)], op.map(x[i]));
+  for (Eigen::Index w = L / 2; w >= 1; w /= 2)
+    for (Eigen::Index l = 0; l < w; ++l) a[std::size_t(l)] = op.combine(a[std::size_t(l)], a[std::size_t(l + w)]);
+  T r = a[0];
+  for (Eigen::Index i = body; i < n; ++i) r = op.combine(r, op.map(x[i]));
+  return r;
+}
+
+TEST_CASE_TEMPLATE("reductions: the SIMD reduction folds in the documented order, bit for bit", T, float, double) {
+  using namespace slowmo::reductions;
+  std::mt19937 rng(5);
+  for (Eigen::Index size : {Eigen::Index(0), Eigen::Index(1), Eigen::Index(15), Eigen::Index(32), Eigen::Index(1000),
+                            Eigen::Index(4099)}) {
+    CAPTURE(size);
+    Vector<T> x(size);
+    std::uniform_real_distribution<double> u(-3, 3);
+    for (Eigen::Index i = 0; i < size; ++i) x[i] = T(u(rng));
+    CHECK(same_bits(slowmo::Host::reduce(size, Sum<T>{}, x.data()), reduce_in_documented_order(x, Sum<T>{})));
+    CHECK(same_bits(slowmo::Host::reduce(size, SumOfSquares<T>{}, x.data()),
+                    reduce_in_documented_order(x, SumOfSquares<T>{})));
+    CHECK(same_bits(slowmo::Host::reduce(size, SumOfSquares<T>{T(0.25)}, x.data()),
+                    reduce_in_documented_order(x, SumOfSquares<T>{T(0.25)})));
+    CHECK(same_bits(slowmo::Host::reduce(size, MaxAbs<T>{}, x.data()), reduce_in_documented_order(x, MaxAbs<T>{})));
+    CHECK(slowmo::Host::reduce(size, NonFiniteProbe<T>{}, x.data()) == T(0));
+    if (size > 0) {
+      T largest = T(0);  // (not Eigen's maxCoeff: GCC 12 warns in its AVX-512 max)
+      for (Eigen::Index i = 0; i < size; ++i) largest = std::max(largest, std::abs(x[i]));
+      CHECK(slowmo::Host::reduce(size, MaxAbs<T>{}, x.data()) == largest);
+      for (Eigen::Index at : {Eigen::Index(0), size / 2, size - 1}) {  // body and tail
+        for (T bad : {std::numeric_limits<T>::quiet_NaN(), std::numeric_limits<T>::infinity(),
+                      -std::numeric_limits<T>::infinity()}) {
+          Vector<T> y = x;
+          y[at] = bad;
+          CHECK(std::isnan(slowmo::Host::reduce(size, NonFiniteProbe<T>{}, y.data())));
+          CHECK(std::isnan(slowmo::Host::reduce(size, MaxAbs<T>{}, y.data())));
+          CHECK(slowmo::detail::first_non_finite(y.data(), size) == at);
+        }
+      }
+    }
+  }
 }

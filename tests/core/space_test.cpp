@@ -6,14 +6,17 @@
 // (3) make one pass over memory per update.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <slowmo/slowmo.hpp>
 
 namespace mirror {
 
-inline int passes = 0;  // for_each calls since the last reset
+inline int passes = 0;      // for_each calls since the last reset
+inline int reductions = 0;  // reduce calls since the last reset
 
 template <class T>
 class Buffer;
@@ -88,6 +91,11 @@ struct Space {
   static void for_each(Eigen::Index n, const Rule& rule, Q*... ptrs) {
     ++passes;
     slowmo::detail::for_each_element(n, rule, ptrs...);
+  }
+  template <class Op, class T>
+  static T reduce(Eigen::Index n, const Op& op, const T* p) {
+    ++reductions;
+    return slowmo::detail::reduce_elements(n, op, p);
   }
 };
 
@@ -240,6 +248,23 @@ TEST_CASE_TEMPLATE("every optimizer and combinator gives the same numbers in the
         return outer_loop(Sgd<T, Const, M>({.lr = 0.1}), c, {.tau = 3, .divide_by_lr = true}, outer::FedAdam<T, M>());
       });
   same_in_both_spaces<T>(
+      "clip by norm (adamw), clip by value (sgd)", 1,
+      [](auto&) { return ClipGradValue(ClipGradNorm(AdamW<T>({.lr = 0.05}), {.max_norm = 2.0}), {.threshold = 0.4}); },
+      [](auto&) {
+        return ClipGradValue(ClipGradNorm(AdamW<T, Const, M>({.lr = 0.05}), {.max_norm = 2.0}), {.threshold = 0.4});
+      });
+  same_in_both_spaces<T>(
+      "local sgd(fedprox(sgd)), clipped by the inf-norm", 3,
+      [](auto& c) {
+        return LocalSgd(ClipGradNorm(FedProx(Sgd<T>({.lr = 0.1}), {.mu = 0.3}), {.max_norm = 1.0, .norm_type = INFINITY}),
+                        c, {.H = 4});
+      },
+      [](auto& c) {
+        return LocalSgd(
+            ClipGradNorm(FedProx(Sgd<T, Const, M>({.lr = 0.1}), {.mu = 0.3}), {.max_norm = 1.0, .norm_type = INFINITY}),
+            c, {.H = 4});
+      });
+  same_in_both_spaces<T>(
       "diloco", 2, [](auto& c) { return diloco<T>(c, {.H = 5, .inner_lr = 0.05}); },
       [](auto& c) { return diloco<T, M>(c, {.H = 5, .inner_lr = 0.05}); });
 }
@@ -265,4 +290,49 @@ TEST_CASE("each update is one pass over memory: one for_each per step, one per o
   SingleWorker solo;
   CHECK(passes_of(outer_loop(Sgd<float, Const, M>({.lr = 0.1}), solo, {.tau = 3}, outer::FedAdam<float, M>()), 6) ==
         6 + 2);
+}
+
+TEST_CASE("in a space of its own, NonFinite::raise and skip scan with the space's reduction") {
+  const Vector<float> g0 = Vector<float>::Constant(11, 0.5f);
+  mirror::Buffer<float> x = mirror::from<float>(Vector<float>::Zero(11)), g = mirror::from(g0);
+  auto reductions_of = [&](auto&& opt, int steps) {
+    mirror::reductions = 0;
+    for (int t = 0; t < steps; ++t) opt.step(x, g);
+    return mirror::reductions;
+  };
+  CHECK(reductions_of(Adam<float, Const, M>(), 4) == 4);  // raise: one scan per step
+  CHECK(reductions_of(Sgd<float, Const, M>({.non_finite = NonFinite::skip}), 4) == 4);
+  CHECK(reductions_of(Sgd<float, Const, M>({.non_finite = NonFinite::propagate}), 4) == 0);
+  // clipping by the 2-norm: its sum of squares, then the base's scan
+  CHECK(reductions_of(ClipGradNorm(Sgd<float, Const, M>({.non_finite = NonFinite::propagate})), 4) == 4);
+
+  // The first bad index and its value, found by bisection: the host's message, word for word.
+  for (Eigen::Index bad : {0, 5, 10}) {
+    CAPTURE(bad);
+    Vector<float> h = g0;
+    h[bad] = bad == 5 ? -INFINITY : NAN;
+    const mirror::Buffer<float> hb = mirror::from(h);
+    Adam<float, Const, M> mirrored;
+    Adam<float> host;
+    Vector<float> xh = Vector<float>::Zero(11);
+    std::string host_message, mirror_message;
+    try {
+      host.step(xh, h);
+    } catch (const non_finite_error& e) {
+      host_message = e.what();
+    }
+    try {
+      mirrored.step(x, hb);
+    } catch (const non_finite_error& e) {
+      mirror_message = e.what();
+    }
+    CHECK(host_message.find("gradient[" + std::to_string(bad) + "] = ") != std::string::npos);
+    CHECK(mirror_message == host_message);
+    CHECK(mirrored.steps() == 0);
+    Sgd<float, Const, M> skipping({.lr = 0.1, .non_finite = NonFinite::skip});
+    const Vector<float> before = mirror::to_eigen(x);
+    skipping.step(x, hb);
+    CHECK(skipping.steps() == 1);
+    CHECK((mirror::to_eigen(x).array() == before.array()).all());
+  }
 }

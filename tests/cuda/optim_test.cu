@@ -45,6 +45,13 @@ static_assert(std::same_as<cuda::Adam<float>, Adam<float, Const, cuda::Device>>)
 static_assert(std::same_as<Lookahead<cuda::Adam<float>>::space_type, cuda::Device>);
 static_assert(std::same_as<Lookahead<cuda::Adam<float>>::vector_type, DeviceVector<float>>);
 static_assert(Optimizer<SlowMo<cuda::Nesterov<float>, SingleWorker>>);
+static_assert(Optimizer<cuda::RMSprop<float>> && Optimizer<cuda::Adagrad<double>> && Optimizer<cuda::NAdam<float>>);
+static_assert(Optimizer<cuda::Adamax<double>> && Optimizer<cuda::Qhm<float>> && Optimizer<cuda::QhAdam<double>>);
+static_assert(Optimizer<cuda::Lion<float>> && HasReduction<cuda::Device>);
+// The gradient modifiers take the space of their base: their norm is a device reduction.
+static_assert(Optimizer<ClipGradNorm<cuda::AdamW<float>>> && Optimizer<ClipGradValue<cuda::Sgd<double>>>);
+static_assert(Optimizer<FedProx<cuda::Sgd<float>>> && Optimizer<SlowMo<ClipGradNorm<cuda::AdamW<float>>, SingleWorker>>);
+static_assert(std::same_as<ClipGradNorm<cuda::Adam<float>>::vector_type, DeviceVector<float>>);
 static_assert(!cuda::Device::communicates_with<sim::Comm> && !cuda::Device::communicates_with<threads::Comm>);
 template <class O, class X>
 concept StepsOn = requires(O& o, X& x) { o.step(x, x); };
@@ -268,7 +275,8 @@ TEST_SUITE("device") {
 
   TEST_CASE("a step is one kernel on the current stream and never waits for the device") {
     // Stream capture fails on any synchronisation or copy to host memory; the captured graph
-    // shows what one step queues.
+    // shows what one step queues. NonFinite::propagate: the scan of raise and skip reads its
+    // reduction back (see the next test).
     cuda::Stream stream;
     const cuda::StreamGuard on(stream);
     const parity::Problem<float> p(4099);
@@ -293,15 +301,62 @@ TEST_SUITE("device") {
       cuda::check(cudaGraphDestroy(graph), "cudaGraphDestroy");
       return kernels;
     };
-    cuda::Adam<float> adam;
+    constexpr NonFinite nf = NonFinite::propagate;
+    cuda::Adam<float> adam({.non_finite = nf});
     CHECK(kernels_in(adam, 5) == 5);
-    cuda::AdamW<float> adamw({.amsgrad = true});
+    cuda::AdamW<float> adamw({.amsgrad = true, .non_finite = nf});
     CHECK(kernels_in(adamw, 5) == 5);
-    cuda::Nesterov<float> nesterov({.lr = 0.1});
+    cuda::Nesterov<float> nesterov({.lr = 0.1, .non_finite = nf});
     CHECK(kernels_in(nesterov, 5) == 5);
-    Lookahead lookahead(cuda::Sgd<float>({.lr = 0.1}), {.k = 2});
+    Lookahead lookahead(cuda::Sgd<float>({.lr = 0.1, .non_finite = nf}), {.k = 2});
     CHECK(kernels_in(lookahead, 4) == 4 + 2);  // steps 2..5: syncs after steps 2 and 4
-    auto outer = lookahead_as_slowmo(cuda::Sgd<float>({.lr = 0.1}), 3, 0.5);
+    FedProx prox(cuda::Sgd<float>({.lr = 0.1, .non_finite = nf}), {.mu = 0.1});
+    CHECK(kernels_in(prox, 5) == 5 + 5);  // the proximal gradient, then the step
+    auto outer = lookahead_as_slowmo(cuda::Sgd<float>({.lr = 0.1, .non_finite = nf}), 3, 0.5);
     CHECK(kernels_in(outer, 6) == 6 + 2);  // steps 2..7: outer updates after steps 3 and 6
+  }
+
+  TEST_CASE_TEMPLATE("reductions on the device: the scan, the norms and clipping agree with the host", T, float,
+                     double) {
+    using namespace slowmo::reductions;
+    for (Eigen::Index n : {Eigen::Index(1), Eigen::Index(255), Eigen::Index(4099), Eigen::Index(1 << 20) + 3}) {
+      CAPTURE(n);
+      const Vector<T> h = Vector<T>::LinSpaced(n, T(-3), T(2));
+      const DeviceVector<T> d = DeviceVector<T>::from_host(h);
+      CHECK(cuda::Device::reduce(n, NonFiniteProbe<T>{}, d.data()) == T(0));
+      CHECK(cuda::Device::reduce(n, MaxAbs<T>{}, d.data()) == T(3));
+      // A sum in another order: equal within a few ulps of the sum of |terms|.
+      const T host = Host::reduce(n, SumOfSquares<T>{}, h.data()), dev = cuda::Device::reduce(n, SumOfSquares<T>{}, d.data());
+      CHECK(double(std::abs(host - dev)) <= 8 * double(n) * std::numeric_limits<T>::epsilon() * double(host));
+      CHECK(dev == cuda::Device::reduce(n, SumOfSquares<T>{}, d.data()));  // deterministic
+      for (Eigen::Index bad : {Eigen::Index(0), n / 2, n - 1}) {
+        Vector<T> b = h;
+        b[bad] = bad % 2 ? std::numeric_limits<T>::infinity() : std::numeric_limits<T>::quiet_NaN();
+        const DeviceVector<T> db = DeviceVector<T>::from_host(b);
+        CHECK(std::isnan(cuda::Device::reduce(n, NonFiniteProbe<T>{}, db.data())));
+        const auto [index, value] = slowmo::detail::first_non_finite_in<cuda::Device>(db.data(), n);
+        CHECK(index == bad);
+        CHECK(std::isnan(value) == std::isnan(b[bad]));
+        // raise names the same index and value as on the host; skip leaves x alone
+        DeviceVector<T> x = DeviceVector<T>::Zero(n);
+        cuda::Sgd<T> raising({.lr = 0.1});
+        const std::string want = "gradient[" + std::to_string(bad) + "] = ";
+        CHECK_THROWS_WITH_AS(raising.step(x, db), doctest::Contains(want.c_str()), non_finite_error);
+        cuda::Sgd<T> skipping({.lr = 0.1, .non_finite = NonFinite::skip});
+        skipping.step(x, db);
+        CHECK(skipping.steps() == 1);
+        CHECK((x.to_host().array() == T(0)).all());
+      }
+    }
+    // Clipping by norm on the device: (3, 0, 4) * 1000 clipped to 1 with Sgd lr 1.
+    DeviceVector<T> x = DeviceVector<T>::Zero(3);
+    Vector<T> hg(3);
+    hg << T(3000), T(0), T(4000);
+    const DeviceVector<T> g = DeviceVector<T>::from_host(hg);
+    ClipGradNorm clip(cuda::Sgd<T>({.lr = 1.0}), {.max_norm = 1.0});
+    clip.step(x, g);
+    const T coef = T(1) / (T(5000) + T(1e-6));
+    CHECK(x.to_host()[0] == -(T(3000) * coef));
+    CHECK(x.to_host()[2] == -(T(4000) * coef));
   }
 }

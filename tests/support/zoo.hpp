@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cmath>
+#include <limits>
 #include <map>
 #include <string>
 #include <string_view>
@@ -177,6 +178,24 @@ void for_each_composition(F&& f, Config cfg = {}) {
     return outer_loop(Sgd<T>({.lr = 0.1, .momentum = 0.5, .non_finite = nf}), c,
                       {.tau = 3, .base_state = OnSync::reset, .participation = {.count = 2, .seed = 5, .weights = weights}},
                       outer::fedavgm<T>({.momentum = 0.8}));
+  });
+  // gradient modifiers around any base (optim/clip.hpp, optim/fedprox.hpp)
+  f("clip_adamw", 1, [=](auto&) { return ClipGradNorm(AdamW<T>({.lr = 0.05, .non_finite = nf}), {.max_norm = 1.0}); });
+  f("clip_inf_norm_lookahead_sgd", 1, [=](auto&) {
+    return ClipGradNorm(Lookahead(Sgd<T>({.lr = 0.1, .momentum = 0.9, .non_finite = nf}), {.k = 3}),
+                        {.max_norm = 2.0, .norm_type = std::numeric_limits<double>::infinity()});
+  });
+  f("clip_value_adam", 1, [=](auto&) { return ClipGradValue(Adam<T>({.lr = 0.05, .non_finite = nf}), {.threshold = 0.5}); });
+  f("fedprox_local_sgd", 1, [=](auto& c) {
+    return LocalSgd(FedProx(Sgd<T>({.lr = 0.1, .momentum = 0.5, .non_finite = nf}), {.mu = 0.1}), c, {.H = 4});
+  });
+  f("diloco_clipped_fedprox", 1, [=](auto& c) {
+    return outer_loop(ClipGradNorm(FedProx(AdamW<T>({.lr = 0.05, .non_finite = nf}), {.mu = 0.05}), {.max_norm = 1.0}),
+                      c, {.tau = 6}, outer::HeavyBall<T>({.lr = 0.7, .momentum = 0.9, .nesterov = true}));
+  });
+  f("slowmo_clip_value_local_sgd", 1, [=](auto& c) {
+    return SlowMo(LocalSgd(ClipGradValue(Nesterov<T>({.lr = 0.1, .non_finite = nf}), {.threshold = 0.5}), c, {.H = 3}),
+                  c, {.tau = 6, .beta = 0.5});
   });
   // asynchronous, on a shared model (see `asynchronous` below)
   f("async_local_sgd", 1, [=](auto& c) {

@@ -14,6 +14,11 @@ template <class T>
 SLOWMO_HOST_DEVICE inline T max(T a, T b) {
   return a < b ? b : a;
 }
+/// b < a ? b : a: a NaN a stays, as in max.
+template <class T>
+SLOWMO_HOST_DEVICE inline T min(T a, T b) {
+  return b < a ? b : a;
+}
 
 /// +1 for a > 0, -1 for a < 0, and a * 0 otherwise (a signed zero stays; NaN stays NaN), as
 /// numpy.sign.

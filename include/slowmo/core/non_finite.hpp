@@ -6,9 +6,11 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 
 #include "slowmo/core/error.hpp"
-#include "slowmo/core/simd.hpp"
+#include "slowmo/core/space.hpp"
 
 namespace slowmo {
 
@@ -36,33 +38,47 @@ class non_finite_error : public std::runtime_error {
 
 namespace detail {
 
-/// Index of the first non-finite value of p[0, n), or -1. One vectorised read of p: x * 0
-/// is 0 for finite x and NaN for NaN and infinities, so a running sum of x * 0 stays 0
-/// exactly while every value is finite. Four independent sums, so that the loop is bound
-/// by memory, not by the latency of one chain of additions (a single sum reads about a
-/// third as fast from cache, and still 25% slower from memory).
+/// Index of the first non-finite value of p[0, n), or -1. One vectorised read of p: the
+/// host reduction (detail::reduce_elements, several independent chains, so bound by memory)
+/// of NonFiniteProbe, which stays exactly 0 while every value is finite; only when it is
+/// not, a second pass finds the index.
 template <class T>
 Eigen::Index first_non_finite(const T* p, Eigen::Index n) {
-  using P = Pack<T>;
-  constexpr Eigen::Index width = 4 * P::size;
-  const Eigen::Index body = n - n % width;
-  const P zero(T(0));
-  P a0 = zero, a1 = zero, a2 = zero, a3 = zero;
-  for (Eigen::Index i = 0; i < body; i += width) {
-    a0 = a0 + P::load(p + i) * zero;
-    a1 = a1 + P::load(p + i + P::size) * zero;
-    a2 = a2 + P::load(p + i + 2 * P::size) * zero;
-    a3 = a3 + P::load(p + i + 3 * P::size) * zero;
-  }
-  T lanes[P::size];
-  ((a0 + a1) + (a2 + a3)).store(lanes);
-  bool bad = false;
-  for (int k = 0; k < P::size; ++k) bad = bad || lanes[k] != T(0);
-  for (Eigen::Index i = body; i < n; ++i) bad = bad || !std::isfinite(p[i]);
-  if (!bad) return -1;
+  if (reduce_elements(n, reductions::NonFiniteProbe<T>{}, p) == T(0)) return -1;
   for (Eigen::Index i = 0; i < n; ++i)
     if (!std::isfinite(p[i])) return i;
   return -1;
+}
+
+/// The same in any memory space with a reduction: one reduce, then (only when something is
+/// not finite) a bisection by reductions over halves, about n more elements read in
+/// log2(n) reductions. Returns the index and the value there.
+template <class Space, class T>
+std::pair<Eigen::Index, T> first_non_finite_in(const T* p, Eigen::Index n) {
+  if constexpr (std::is_same_v<Space, Host>) {
+    const Eigen::Index i = first_non_finite(p, n);
+    return {i, i < 0 ? T(0) : p[i]};
+  } else {
+    const reductions::NonFiniteProbe<T> probe;
+    if (Space::reduce(n, probe, p) == T(0)) return {-1, T(0)};
+    Eigen::Index lo = 0, len = n;  // [lo, lo + len) holds the first non-finite value
+    while (len > 1) {
+      const Eigen::Index half = len / 2;
+      if (Space::reduce(half, probe, p + lo) == T(0)) {
+        lo += half;
+        len -= half;
+      } else {
+        len = half;
+      }
+    }
+    return {lo, Space::reduce(1, reductions::Sum<T>{}, p + lo)};  // 0 + x: x itself, for a NaN or an infinity
+  }
+}
+
+[[noreturn]] inline void throw_non_finite(std::string_view owner, Eigen::Index bad, double value, std::int64_t step) {
+  throw non_finite_error(concat("slowmo::", owner, "::step: gradient[", bad, "] = ", value, " at step ", step,
+                                " (1-based); set non_finite = NonFinite::skip to skip such steps, or find the "
+                                "source of the ", std::isnan(value) ? "NaN" : "infinity"));
 }
 
 /// Applies `policy` to a host gradient before an update. Returns true when the step must be
@@ -73,9 +89,26 @@ bool reject_gradient(NonFinite policy, std::string_view owner, const T* g, Eigen
   const Eigen::Index bad = first_non_finite(g, n);
   if (bad < 0) return false;
   if (policy == NonFinite::skip) return true;
-  throw non_finite_error(concat("slowmo::", owner, "::step: gradient[", bad, "] = ", g[bad], " at step ", step,
-                                " (1-based); set non_finite = NonFinite::skip to skip such steps, or find the "
-                                "source of the ", std::isnan(g[bad]) ? "NaN" : "infinity"));
+  throw_non_finite(owner, bad, double(g[bad]), step);
+}
+
+/// The same for a gradient in memory space Space (host or device): one reduction per step
+/// under raise and skip (on the GPU its result is read back: the step waits for the device),
+/// none under propagate.
+template <class Space, class T>
+bool reject_gradient_in(NonFinite policy, std::string_view owner, const T* g, Eigen::Index n, std::int64_t step) {
+  static_assert(HasReduction<Space>,
+                "slowmo: this memory space has no `reduce(n, op, p)`: NonFinite::raise and skip scan every gradient "
+                "with it, and a space must never ignore them silently; give the space a reduction (core/space.hpp)");
+  if constexpr (std::is_same_v<Space, Host>) {
+    return reject_gradient(policy, owner, g, n, step);
+  } else {
+    if (policy == NonFinite::propagate) return false;
+    if (policy == NonFinite::skip) return Space::reduce(n, reductions::NonFiniteProbe<T>{}, g) != T(0);
+    const auto [bad, value] = first_non_finite_in<Space>(g, n);
+    if (bad < 0) return false;
+    throw_non_finite(owner, bad, double(value), step);
+  }
 }
 
 }  // namespace detail

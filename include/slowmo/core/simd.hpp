@@ -83,7 +83,14 @@ struct Pack {
   friend SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack operator-(Pack a, Pack b) { return Eigen::internal::psub(a.v, b.v); }
   friend SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack operator*(Pack a, Pack b) { return Eigen::internal::pmul(a.v, b.v); }
   friend SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack operator/(Pack a, Pack b) { return Eigen::internal::pdiv(a.v, b.v); }
-  friend SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack operator-(Pack a) { return Eigen::internal::pnegate(a.v); }
+  // Flips the sign bit, as the scalar -x does: not Eigen's pnegate, which is 0 - x for AVX
+  // and AVX-512 (so +0 stays +0 there, while -x of a scalar +0 is -0).
+  friend SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack operator-(Pack a) {
+    if constexpr (size == 1)  // the packet is T itself
+      return -a.v;
+    else
+      return Eigen::internal::pxor(a.v, Eigen::internal::pset1<packet>(T(-0.0)));
+  }
   SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack& operator+=(Pack b) { return *this = *this + b; }
   SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack& operator-=(Pack b) { return *this = *this - b; }
   SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack& operator*=(Pack b) { return *this = *this * b; }
@@ -93,6 +100,10 @@ struct Pack {
   // (the instruction set's max would return its second operand).
   friend SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack max(Pack a, Pack b) {
     return Eigen::internal::pselect(Eigen::internal::pcmp_lt(a.v, b.v), b.v, a.v);
+  }
+  // As math::min: b < a ? b : a.
+  friend SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack min(Pack a, Pack b) {
+    return Eigen::internal::pselect(Eigen::internal::pcmp_lt(b.v, a.v), b.v, a.v);
   }
   // As math::sign: +1, -1, or a * 0 (a signed zero stays, a NaN stays NaN), like numpy.sign.
   friend SLOWMO_HOST_DEVICE SLOWMO_ALWAYS_INLINE Pack sign(Pack a) {

@@ -18,6 +18,12 @@
 //   const_ref<T>       read-only view (the gradient): size(), data(); vector<T> and
 //                      ref<T> convert to it;
 //   for_each(n, rule, ptrs...)    applies the rule to n elements of each buffer in one pass;
+//   reduce(n, op, p) -> T         reduces n elements of one buffer with a reduction op
+//                                 (core/for_each.hpp: identity, map, combine) to a host
+//                                 value, in an order fixed by n alone (deterministic);
+//                                 what the NaN/Inf scan of NonFinite::raise / skip and the
+//                                 norm of gradient clipping use. A space without it is
+//                                 refused at compile time by whatever needs it (HasReduction);
 //   communicates_with<Comm>       whether Comm may be handed spans over this space's memory.
 #pragma once
 
@@ -47,6 +53,12 @@ struct Host {
   template <class Rule, class... Q>
   static SLOWMO_ALWAYS_INLINE void for_each(Eigen::Index n, const Rule& rule, Q*... ptrs) {
     detail::for_each_element(n, rule, ptrs...);
+  }
+
+  /// SIMD, several independent chains; the order is detail::reduce_elements's.
+  template <class Op, class T>
+  static T reduce(Eigen::Index n, const Op& op, const T* p) {
+    return detail::reduce_elements(n, op, p);
   }
 
   static constexpr const char* name = "host";
@@ -79,6 +91,17 @@ concept MemorySpace = requires(typename S::template vector<float>& v, const type
 };
 
 static_assert(MemorySpace<Host>);
+
+/// Whether space S can reduce a buffer of float and of double (`S::reduce(n, op, p)`):
+/// what the NaN/Inf scan and the gradient norm need. Checked where it is needed (the
+/// element-wise optimizers, the clipping modifiers), by a static_assert that names it.
+template <class S>
+concept HasReduction = requires(Eigen::Index n, const float* f, const double* d) {
+  { S::reduce(n, reductions::NonFiniteProbe<float>{}, f) } -> std::same_as<float>;
+  { S::reduce(n, reductions::SumOfSquares<double>{}, d) } -> std::same_as<double>;
+};
+
+static_assert(HasReduction<Host>);
 
 namespace detail {
 template <class O>

@@ -71,6 +71,8 @@ struct Exact {
   friend SLOWMO_HOST_DEVICE Exact operator-(Exact a) { return -a.v; }  // exact
   /// As math::max: a < b ? b : a (the rules take it of non-negative second moments).
   friend SLOWMO_HOST_DEVICE Exact max(Exact a, Exact b) { return a.v < b.v ? b : a; }
+  /// As math::min: b < a ? b : a.
+  friend SLOWMO_HOST_DEVICE Exact min(Exact a, Exact b) { return b.v < a.v ? b : a; }
   /// As math::sign (exact: a comparison, or a * 0).
   friend SLOWMO_HOST_DEVICE Exact sign(Exact a) { return math::sign(a.v); }
   SLOWMO_HOST_DEVICE Exact& operator+=(Exact b) { return *this = *this + b; }

@@ -131,8 +131,9 @@ concept HasStructure = requires(const typename M::options_type& o) {
 
 /// The element-wise optimizer defined by method M (see the top of this file), on scalars T,
 /// with schedule S, in memory space Space. Per step:
-///   - sizes checked (x, g and the state agree); on the host the gradient is scanned for
-///     NaN/Inf (options.non_finite: raise, or skip — counters and schedule still advance);
+///   - sizes checked (x, g and the state agree); the gradient is scanned for NaN/Inf by one
+///     reduction in Space (options.non_finite: raise, or skip — counters and schedule still
+///     advance; propagate: no scan);
 ///   - lr = options.lr * schedule(steps), checked before anything changes;
 ///   - buffers allocated on the first step (the only allocation), refilled after a reset;
 ///   - the counter advances, and one pass applies M's rule to every element.
@@ -150,6 +151,10 @@ class Elementwise {
   static constexpr const char* name = M::name;
   static constexpr std::size_t buffer_count = M::buffers.size();
   static_assert(buffer_count <= 8, "slowmo::Elementwise: at most 8 state buffers");
+  static_assert(HasReduction<Space>,
+                "slowmo::Elementwise: this memory space has no `reduce(n, op, p)`: NonFinite::raise and skip scan "
+                "every gradient with it, and a space must never ignore them silently; give the space a reduction "
+                "(core/space.hpp)");
   static_assert(detail::HasCounter<M> || [] {
     for (const auto& b : M::buffers)
       if (b.init != nullptr) return false;
@@ -165,15 +170,15 @@ class Elementwise {
   /// One step: updates x in place from the gradient g (same size as x).
   void step(ref_type x, const_ref_type g) {
     detail::check_step_sizes(name, x.size(), g.size(), state_size());
-    if constexpr (std::is_same_v<Space, Host>)  // (device gradients are not scanned: see NonFinite)
-      if (detail::reject_gradient(options_.non_finite, name, g.data(), g.size(), clock_.steps() + 1)) {
-        // A skipped step still counts, for every counter: the schedule stays aligned and
-        // the counters (bias corrections) stay equal on every worker, so that
-        // OnSync::average never mixes state of different ages.
-        if (has_counter()) ++counter_;
-        clock_.tick();
-        return;
-      }
+    // The NaN/Inf scan: one reduction in the optimizer's space (host or device).
+    if (detail::reject_gradient_in<Space>(options_.non_finite, name, g.data(), g.size(), clock_.steps() + 1)) {
+      // A skipped step still counts, for every counter: the schedule stays aligned and
+      // the counters (bias corrections) stay equal on every worker, so that
+      // OnSync::average never mixes state of different ages.
+      if (has_counter()) ++counter_;
+      clock_.tick();
+      return;
+    }
     const double lr = clock_.current();  // checked before anything changes
     const bool initial = has_counter() && counter_ == 0;  // fresh, or reset since
     for (std::size_t i = 0; i < buffer_count; ++i) {

@@ -298,4 +298,41 @@ struct LookaheadSync {
   }
 };
 
+// ---- gradient modifiers (optim/clip.hpp, optim/fedprox.hpp): out is the base's gradient ----
+
+/// Clipping by norm: out = g * coef (coef = min(1, max_norm / (||g|| + 1e-6)), from the host).
+template <class T>
+struct ScaleGradient {
+  T coef;
+  template <class V>
+  SLOWMO_HOST_DEVICE void operator()(V& out, const V& g) const {
+    out = g * V(coef);
+  }
+};
+
+/// Coordinate-wise clipping: out = clamp(g, -c, c) = max(min(g, c), -c), as torch.clamp
+/// (ClipGradValue hands a gradient with a NaN or an infinity to its base unclipped: see
+/// optim/clip.hpp). Comparisons and selections only: exact, signed zeros kept.
+template <class T>
+struct ClampGradient {
+  T c;
+  template <class V>
+  SLOWMO_HOST_DEVICE void operator()(V& out, const V& g) const {
+    using math::max;
+    using math::min;
+    out = max(min(g, V(c)), V(-c));
+  }
+};
+
+/// FedProx's proximal term (Li et al. 2020, eq. 2): the gradient of
+/// f(x) + mu/2 |x - x0|^2 is out = g + mu (x - x0).
+template <class T>
+struct ProximalGradient {
+  T mu;
+  template <class V>
+  SLOWMO_HOST_DEVICE void operator()(V& out, const V& g, const V& x, const V& x0) const {
+    out = g + V(mu) * (x - x0);
+  }
+};
+
 }  // namespace slowmo::rules

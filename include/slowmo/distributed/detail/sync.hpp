@@ -109,10 +109,11 @@ NonFinite non_finite_policy(const Opt& opt) {
 /// the average, so that all workers skip together.)
 template <class Base, class G>
 void check_own_gradient(std::string_view owner, const Base& base, const G& g, std::int64_t step) {
-  if constexpr (std::is_same_v<space_of_t<Base>, Host>)  // (device gradients are not scanned: see NonFinite)
-    if (non_finite_policy(base) == NonFinite::raise && first_non_finite(g.data(), g.size()) >= 0)
-      reject_gradient(NonFinite::raise, concat(owner, " (this worker's own gradient, before averaging)"), g.data(),
-                      g.size(), step);  // (the message is built only on error: steps never allocate)
+  if (non_finite_policy(base) != NonFinite::raise) return;
+  // In the base's memory space (a device gradient too: one reduction, read back).
+  const auto [bad, value] = first_non_finite_in<space_of_t<Base>>(g.data(), Eigen::Index(g.size()));
+  if (bad >= 0)  // (the message is built only on error: steps never allocate)
+    throw_non_finite(concat(owner, " (this worker's own gradient, before averaging)"), bad, double(value), step);
 }
 
 template <class Comm>
