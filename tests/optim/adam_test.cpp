@@ -12,20 +12,7 @@ using slowmo::Vector;
 
 template <class T, class Opt>
 void check_against_reference(Opt opt, ref::Adam reference, int n = 37, int steps = 40) {
-  std::vector<ref::R> xr = ref::initial_point(n);
-  Vector<T> x(n);
-  for (int i = 0; i < n; ++i) x[i] = T(xr[i]);
-  for (int t = 0; t < steps; ++t) {
-    std::vector<ref::R> gr(n);
-    Vector<T> g(n);
-    for (int i = 0; i < n; ++i) {
-      g[i] = T(ref::gradient(i, t, static_cast<ref::R>(x[i])));
-      gr[i] = ref::gradient(i, t, xr[i]);
-    }
-    opt.step(x, g);
-    reference.step(xr, gr);
-  }
-  CHECK(check::max_rel_error(x, xr) <= check::trajectory_tolerance<T>(steps));
+  check::against_reference<T>(opt, reference, n, steps);
 }
 
 }  // namespace

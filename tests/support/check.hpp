@@ -9,6 +9,8 @@
 
 #include <slowmo/core/vector.hpp>
 
+#include "support/reference.hpp"
+
 namespace check {
 
 /// max_i |a_i - b_i| / max(1, |b_i|)
@@ -29,6 +31,28 @@ double max_rel_error(const slowmo::Vector<T>& a, const std::vector<R>& b) {
 template <class T>
 double trajectory_tolerance(int steps) {
   return 8.0 * (steps + 1) * static_cast<double>(std::numeric_limits<T>::epsilon());
+}
+
+/// Runs `opt` (in T) and `reference` (a scalar long-double loop of support/reference.hpp) side by
+/// side for `steps` steps on ref::gradient from ref::initial_point, and checks the final points
+/// agree within trajectory_tolerance. n = 37 is not a multiple of any SIMD width: both the
+/// vector body and the scalar tail run.
+template <class T, class Opt, class Ref>
+void against_reference(Opt opt, Ref reference, int n = 37, int steps = 40) {
+  std::vector<ref::R> xr = ref::initial_point(n);
+  slowmo::Vector<T> x(n);
+  for (int i = 0; i < n; ++i) x[i] = T(xr[i]);
+  for (int t = 0; t < steps; ++t) {
+    std::vector<ref::R> gr(n);
+    slowmo::Vector<T> g(n);
+    for (int i = 0; i < n; ++i) {
+      g[i] = T(ref::gradient(i, t, static_cast<ref::R>(x[i])));
+      gr[i] = ref::gradient(i, t, xr[i]);
+    }
+    opt.step(x, g);
+    reference.step(xr, gr);
+  }
+  CHECK(max_rel_error(x, xr) <= trajectory_tolerance<T>(steps));
 }
 
 }  // namespace check
