@@ -346,13 +346,15 @@ void all(C& comm) {
 // ---- the shared global model -------------------------------------------------------------
 
 /// The checks' server: x += d, so that with integer-valued pushes the model is exact in
-/// float and double whatever the order of arrival; it starts at version `version`.
+/// float and double whatever the order of arrival; it starts at version `version`, and refuses
+/// (throws, leaving x as it was) a push whose d[0] is -1000, for the checks of a failing server.
 template <class T>
 class SumServer final : public slowmo::ModelServer<T> {
  public:
   explicit SumServer(std::vector<T> x0, std::int64_t version = 0) : x_(std::move(x0)), version_(version) {}
   std::size_t size() const override { return x_.size(); }
   void apply(const slowmo::Arrival&, std::span<const T> d) override {
+    if (!d.empty() && d[0] == T(-1000)) throw std::domain_error("refused: d[0] = -1000");
     for (std::size_t i = 0; i < x_.size(); ++i) x_[i] += d[i];
   }
   void read(std::span<T> out) const override { std::copy(x_.begin(), x_.end(), out.begin()); }

@@ -28,26 +28,10 @@
 
 namespace mpi_model {
 
+using conformance::error_of;
 using conformance::expect;
 
-/// x += d, with a hook that refuses (throws, leaving x as it was) a push whose d[0] is -1000;
-/// it starts at version `version`.
-template <class T>
-class SumServer final : public slowmo::ModelServer<T> {
- public:
-  explicit SumServer(std::vector<T> x, std::int64_t version = 0) : x_(std::move(x)), version_(version) {}
-  std::int64_t initial_version() const override { return version_; }
-  std::size_t size() const override { return x_.size(); }
-  void apply(const slowmo::Arrival&, std::span<const T> d) override {
-    if (!d.empty() && d[0] == T(-1000)) throw std::domain_error("refused: d[0] = -1000");
-    for (std::size_t i = 0; i < x_.size(); ++i) x_[i] += d[i];
-  }
-  void read(std::span<T> out) const override { std::copy(x_.begin(), x_.end(), out.begin()); }
-
- private:
-  std::vector<T> x_;
-  std::int64_t version_;
-};
+using conformance::SumServer;  // x += d, refusing a push whose d[0] is -1000
 
 template <class T>
 T initial(std::size_t i) {
@@ -65,15 +49,6 @@ T pushed_value(int r, int j, std::size_t i) {
   return T(100 * (r + 1) + 10 * j + int(i % 3));
 }
 
-template <class E, class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "";
-}
 inline bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 /// Runs body(c) on a fresh Comm over comm's ranks with a SumServer<T> of n values hosted, and
