@@ -32,6 +32,7 @@
 #include "slowmo/optim/adam.hpp"
 #include "slowmo/optim/adamax.hpp"
 #include "slowmo/optim/clip.hpp"
+#include "slowmo/optim/delta_sgd.hpp"
 #include "slowmo/optim/elementwise.hpp"
 #include "slowmo/optim/fedprox.hpp"
 #include "slowmo/optim/lion.hpp"

@@ -7,6 +7,7 @@
 #include <slowmo/optim/adagrad.hpp>
 #include <slowmo/optim/adam.hpp>
 #include <slowmo/optim/adamax.hpp>
+#include <slowmo/optim/delta_sgd.hpp>
 #include <slowmo/optim/lion.hpp>
 #include <slowmo/optim/lookahead.hpp>
 #include <slowmo/optim/nadam.hpp>
@@ -100,6 +101,15 @@ TEST_CASE("QHM, QHAdam, Lion: invalid options name the field and the value") {
   CHECK_NOTHROW(slowmo::Lion<double>({.betas = {1.0, 0.99}}));  // beta1 = 1: c = m, allowed
 }
 
+TEST_CASE("DeltaSgd: invalid options name the field and the value") {
+  CHECK_OPTION_ERROR(slowmo::DeltaSgd<float>({.lr = 0.0}), "DeltaSgd", "'lr'", "= 0 ");
+  CHECK_OPTION_ERROR(slowmo::DeltaSgd<float>({.gamma = -2.0}), "'gamma'", "-2");
+  CHECK_OPTION_ERROR(slowmo::DeltaSgd<double>({.delta = kNaN}), "'delta'", "nan");
+  CHECK_OPTION_ERROR(slowmo::DeltaSgd<double>({.theta0 = -1.0}), "'theta0'", "-1");
+  CHECK_OPTION_ERROR(slowmo::DeltaSgd<double>({.eps = -1e-8}), "'eps'", "-1e-08");
+  CHECK_NOTHROW(slowmo::DeltaSgd<double>({.delta = 0.0, .theta0 = 0.0, .eps = 0.0}));
+}
+
 TEST_CASE("Lookahead: invalid options name the field and the value") {
   const slowmo::Sgd<float> base({.lr = 0.1});
   CHECK_OPTION_ERROR(slowmo::Lookahead(base, {.k = 0}), "Lookahead", "'k'", "= 0 ");
@@ -146,5 +156,6 @@ TEST_CASE_TEMPLATE("step: mismatched, empty and changing sizes throw size_mismat
   check_sizes(slowmo::Qhm<T>({.lr = 0.1}));
   check_sizes(slowmo::QhAdam<T>({.lr = 0.1}));
   check_sizes(slowmo::Lion<T>({.lr = 0.1}));
+  check_sizes(slowmo::DeltaSgd<T>());
   check_sizes(slowmo::Lookahead(slowmo::Sgd<T>({.lr = 0.1}), {.k = 2}));
 }

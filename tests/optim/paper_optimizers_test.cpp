@@ -1,11 +1,13 @@
-// QHM, QHAdam and Lion against their papers: long-double formula loops
+// QHM, QHAdam, Lion and Delta-SGD against their papers (Delta-SGD: its authors' code): long-double formula loops
 // (support/reference.hpp), the identities the QH paper states, and hand calculations.
 #include <doctest/doctest.h>
 
+#include <array>
 #include <cmath>
 #include <limits>
 
 #include <slowmo/optim/adam.hpp>
+#include <slowmo/optim/delta_sgd.hpp>
 #include <slowmo/optim/lion.hpp>
 #include <slowmo/optim/qhadam.hpp>
 #include <slowmo/optim/qhm.hpp>
@@ -136,4 +138,74 @@ TEST_CASE_TEMPLATE("Lion: every step moves each coordinate by exactly lr against
   Vector<T> z = Vector<T>::Ones(3);
   still.step(z, Vector<T>(Vector<T>::Zero(3)));
   CHECK(z == Vector<T>::Ones(3));
+}
+
+TEST_CASE("Delta-SGD keeps its authors' defaults") {
+  // jlylekim/auto-tuned-FL: Adsgd(lr = 0.2, theta = 1), run.sh's CIFAR-100 runs
+  // --lr_amplifier=0.1 --lr_damping=1 (gamma = 2 / damping), options.py's --lr_eps 1e-8.
+  const slowmo::DeltaSgdOptions o{};
+  CHECK(o.lr == 0.2);
+  CHECK(o.gamma == 2.0);
+  CHECK(o.delta == 0.1);
+  CHECK(o.theta0 == 1.0);
+  CHECK(o.eps == 1e-8);
+}
+
+TEST_CASE_TEMPLATE("Delta-SGD: 40-step trajectories equal its authors' rule in long double", T, float, double) {
+  check_against_reference<T>(slowmo::DeltaSgd<T>(), ref::DeltaSgd{});
+  check_against_reference<T>(slowmo::DeltaSgd<T>({.lr = 0.05, .gamma = 1.0, .delta = 0.5, .theta0 = 2.0, .eps = 0.0}),
+                             ref::DeltaSgd{.lr = 0.05L, .gamma = 1, .delta = 0.5L, .theta = 2, .eps = 0});
+}
+
+TEST_CASE_TEMPLATE("Delta-SGD on f = L/2 |x|^2: the second step size is 1/L, which lands on the minimum", T, float,
+                   double) {
+  // Step 1 (no previous step): eta_0 = 0.2 sqrt(1 + 0.1 * 1). Step 2: |g_1 - g_0| = L |x_1 - x_0|,
+  // so the smoothness term is gamma / (2 L) = 1/L = 0.1 (gamma = 2, L = 10), below the growth
+  // term eta_0 sqrt(1 + 0.1 theta_0), theta_0 = eta_0 / 0.2; eta_1 = 1/L + eps, and
+  // x_2 = x_1 - (1/L + eps) L x_1 = -eps L x_1.
+  const double L = 10, eps = 1e-8;
+  slowmo::DeltaSgd<T> opt;
+  Vector<T> x(3);
+  x << 1, -2, 0.5;
+  const Vector<T> x0 = x;
+  opt.step(x, Vector<T>(T(L) * x));
+  const double eta0 = 0.2 * std::sqrt(1.1);
+  CHECK(double(opt.last_lr()) == doctest::Approx(eta0).epsilon(4 * std::numeric_limits<T>::epsilon()));
+  CHECK(double(opt.theta()) == doctest::Approx(std::sqrt(1.1)).epsilon(4 * std::numeric_limits<T>::epsilon()));
+  const Vector<T> x1 = x;
+  for (int i = 0; i < 3; ++i)
+    CHECK(double(x1[i]) == doctest::Approx((1 - eta0 * L) * double(x0[i])).epsilon(8 * std::numeric_limits<T>::epsilon()));
+  CHECK(eta0 * std::sqrt(1 + 0.1 * eta0 / 0.2) > 1 / L);  // the smoothness term is the smaller
+  opt.step(x, Vector<T>(T(L) * x));
+  CHECK(double(opt.last_lr()) == doctest::Approx(1 / L + eps).epsilon(16 * std::numeric_limits<T>::epsilon()));
+  // |x_2| is eps L |x_1| plus the rounding of x_1 - eta L x_1 (a few ulps of x_1).
+  for (int i = 0; i < 3; ++i)
+    CHECK(std::abs(double(x[i])) <= eps * L * std::abs(double(x1[i])) + 8 * std::numeric_limits<T>::epsilon() * std::abs(double(x1[i])));
+}
+
+TEST_CASE_TEMPLATE("Delta-SGD: a reset restarts from lr and theta0; a rebase keeps eta but drops the estimate", T,
+                   float, double) {
+  // On f = sum_i a_i x_i^2 / 2, a = 1..5, from lr = 0.5 the step size soon exceeds what the
+  // curvature allows, so the smoothness term binds (checked by the last case).
+  const double lr = 0.5, delta = 2.0, theta0 = 1.0;
+  const Vector<T> a = Vector<T>::LinSpaced(5, 1, 5);
+  auto run = [&](auto&& between) {
+    slowmo::DeltaSgd<T> opt({.lr = lr, .delta = delta, .theta0 = theta0});
+    Vector<T> x = Vector<T>::LinSpaced(5, -1, 1.5);
+    for (int t = 0; t < 4; ++t) opt.step(x, Vector<T>(a.cwiseProduct(x)));
+    const double eta_before = double(opt.last_lr()), theta_before = double(opt.theta());
+    between(opt, x);
+    opt.step(x, Vector<T>(a.cwiseProduct(x)));
+    return std::array<double, 3>{eta_before, theta_before, double(opt.last_lr())};
+  };
+  const double tol = 4 * std::numeric_limits<T>::epsilon();
+  // reset: the next step is a first step, eta = lr sqrt(1 + delta theta0).
+  const auto reset = run([](auto& opt, auto&) { slowmo::reset_state(opt); });
+  CHECK(reset[2] == doctest::Approx(lr * std::sqrt(1 + delta * theta0)).epsilon(tol));
+  // rebase: only the growth term, from the eta and theta the optimizer had.
+  const auto rebased = run([](auto& opt, auto& x) { slowmo::rebase(opt, x); });
+  CHECK(rebased[2] == doctest::Approx(rebased[0] * std::sqrt(1 + delta * rebased[1])).epsilon(tol));
+  // Without either, the smoothness term applies here and is the smaller.
+  const auto plain = run([](auto&, auto&) {});
+  CHECK(plain[2] < plain[0] * std::sqrt(1 + delta * plain[1]) * (1 - 1e-3));
 }

@@ -124,4 +124,33 @@ struct Lion {
   }
 };
 
+/// Delta-SGD as the authors' client runs it (jlylekim/auto-tuned-FL, src/adsgd.py: amplifier =
+/// delta, damping = 2 / gamma), keeping the previous point and gradient themselves:
+///   with a previous step and both differences non-zero:
+///     eta = min(sqrt(1 + delta theta) eta, |x - x_prev| / (damping |g - g_prev|)) + eps
+///   otherwise eta = sqrt(1 + delta theta) eta;   theta = eta / eta_old;   x -= eta g.
+struct DeltaSgd {
+  R lr = 0.2L, gamma = 2, delta = 0.1L, theta = 1, eps = 1e-8L;
+  std::vector<R> x_prev{}, g_prev{};
+
+  static R distance(const std::vector<R>& a, const std::vector<R>& b) {
+    R s = 0;
+    for (size_t i = 0; i < a.size(); ++i) s += (a[i] - b[i]) * (a[i] - b[i]);
+    return std::sqrt(s);
+  }
+  void step(std::vector<R>& p, const std::vector<R>& grad) {
+    const R damping = 2 / gamma;
+    R eta = lr * std::sqrt(1 + delta * theta);
+    if (!x_prev.empty()) {
+      const R dx = distance(p, x_prev), dg = distance(grad, g_prev);
+      if (dx > 0 && dg > 0) eta = std::min(eta, dx / (damping * dg)) + eps;
+    }
+    theta = eta / lr;
+    lr = eta;
+    x_prev = p;
+    g_prev = grad;
+    for (size_t i = 0; i < p.size(); ++i) p[i] -= eta * grad[i];
+  }
+};
+
 }  // namespace ref

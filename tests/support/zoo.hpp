@@ -179,6 +179,17 @@ void for_each_composition(F&& f, Config cfg = {}) {
                       {.tau = 3, .base_state = OnSync::reset, .participation = {.count = 2, .seed = 5, .weights = weights}},
                       outer::fedavgm<T>({.momentum = 0.8}));
   });
+  // client-adaptive step sizes (optim/delta_sgd.hpp): alone, reset per round as its authors
+  // run it (sampled clients, FedAdam on the server), and kept across averages (rebase)
+  f("delta_sgd", 1, [=](auto&) { return DeltaSgd<T>({.lr = 0.1, .non_finite = nf}); });
+  f("fedadam_delta_sgd_partial", 3, [=](auto& c) {
+    return outer_loop(DeltaSgd<T>({.lr = 0.1, .non_finite = nf}), c,
+                      {.tau = 3, .base_state = OnSync::reset, .participation = {.fraction = 0.5, .seed = 11}},
+                      outer::FedAdam<T>({.lr = 0.1}));
+  });
+  f("local_sgd_delta_sgd", 1, [=](auto& c) {
+    return LocalSgd(DeltaSgd<T>({.lr = 0.05, .delta = 0.5, .non_finite = nf}), c, {.H = 4});
+  });
   // gradient modifiers around any base (optim/clip.hpp, optim/fedprox.hpp)
   f("clip_adamw", 1, [=](auto&) { return ClipGradNorm(AdamW<T>({.lr = 0.05, .non_finite = nf}), {.max_norm = 1.0}); });
   f("clip_inf_norm_lookahead_sgd", 1, [=](auto&) {

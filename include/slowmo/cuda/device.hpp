@@ -25,6 +25,7 @@
 #include "slowmo/optim/adagrad.hpp"
 #include "slowmo/optim/adam.hpp"
 #include "slowmo/optim/adamax.hpp"
+#include "slowmo/optim/delta_sgd.hpp"
 #include "slowmo/optim/lion.hpp"
 #include "slowmo/optim/nadam.hpp"
 #include "slowmo/optim/qhadam.hpp"
@@ -92,5 +93,7 @@ template <Real T, Schedule S = schedule::Constant>
 using QhAdam = slowmo::QhAdam<T, S, Device>;
 template <Real T, Schedule S = schedule::Constant>
 using Lion = slowmo::Lion<T, S, Device>;
+template <Real T>
+using DeltaSgd = slowmo::DeltaSgd<T, Device>;
 
 }  // namespace slowmo::cuda
