@@ -42,6 +42,7 @@
 #include "slowmo/optim/qhadam.hpp"
 #include "slowmo/optim/qhm.hpp"
 #include "slowmo/optim/rmsprop.hpp"
+#include "slowmo/optim/savic.hpp"
 #include "slowmo/optim/sgd.hpp"
 #include "slowmo/outer/adaptive.hpp"
 #include "slowmo/outer/delayed_nesterov.hpp"

@@ -190,6 +190,22 @@ void for_each_composition(F&& f, Config cfg = {}) {
   f("local_sgd_delta_sgd", 1, [=](auto& c) {
     return LocalSgd(DeltaSgd<T>({.lr = 0.05, .delta = 0.5, .non_finite = nf}), c, {.H = 4});
   });
+  // SAVIC: a scaling shared by the workers, refreshed by LocalSgd every round (optim/savic.hpp)
+  f("savic_adam_local_sgd", 1, [=](auto& c) {
+    return LocalSgd(Savic<T>({.lr = 0.05, .non_finite = nf}, {.beta = 0.9}), c, {.H = 4});
+  });
+  f("savic_rmsprop_post_local_average", 1, [=](auto& c) {
+    return LocalSgd(Savic<T, savic::RmsProp>({.lr = 0.02, .non_finite = nf}), c,
+                    {.H = 3, .warmup_steps = 2, .base_state = OnSync::average});
+  });
+  f("slowmo_savic_oasis", 1, [=](auto& c) {
+    const auto hvp = [](const Vector<T>& x, const Vector<T>& z, Vector<T>& out) {
+      out = (T(1.5) + T(0.25) * x.array().square()).matrix().cwiseProduct(z);
+    };
+    return SlowMo(LocalSgd(Savic<T, savic::Oasis<decltype(hvp)>>({.lr = 0.1, .non_finite = nf}, {.hvp = hvp}), c,
+                           {.H = 3}),
+                  c, {.tau = 6, .beta = 0.5});
+  });
   // gradient modifiers around any base (optim/clip.hpp, optim/fedprox.hpp)
   f("clip_adamw", 1, [=](auto&) { return ClipGradNorm(AdamW<T>({.lr = 0.05, .non_finite = nf}), {.max_norm = 1.0}); });
   f("clip_inf_norm_lookahead_sgd", 1, [=](auto&) {

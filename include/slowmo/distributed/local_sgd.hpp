@@ -28,10 +28,12 @@ struct LocalSgdOptions {
 /// so the replicas stay identical. After that, every worker steps on its own gradient and
 /// the parameters are averaged after steps W + H, W + 2H, ... (and the base rebased there);
 /// with a schedule, each round's length is the schedule's, picked when the round starts from
-/// the base's next learning rate (the same on every worker).
+/// the base's next learning rate (the same on every worker). A base with a shared scaling
+/// (Savic) has it refreshed from the first gradient of every round (and of the warm-up).
 template <class Base, class Comm, period::Schedule Period = period::Constant>
 class LocalSgd {
-  static_assert(detail::check_distributed<Base, Comm>(), "slowmo::LocalSgd<Base, Comm>: see the message above");
+  static_assert(detail::check_distributed<Base, Comm, /*RefreshesScaling=*/true>(),
+                "slowmo::LocalSgd<Base, Comm>: see the message above");
   static constexpr bool constant_period = slowmo::period::Rounds<Period>::constant;
 
  public:
@@ -43,6 +45,8 @@ class LocalSgd {
   using options_type = LocalSgdOptions;
   using base_type = Base;
   using comm_type = Comm;
+  /// A base with a shared scaling (Savic) has it refreshed at the start of every round.
+  static constexpr bool refreshes_scaling = true;
 
   LocalSgd(Base base, Comm& comm, LocalSgdOptions options = {}, Period schedule = Period{})
       : options_(validated(options)),
@@ -65,6 +69,7 @@ class LocalSgd {
     Comm& comm = comm_.get();
     if (steps_ < options_.warmup_steps) {
       detail::check_own_gradient("LocalSgd", base_, g, steps_ + 1);
+      if (steps_ == 0) detail::refresh_scaling(base_, x, g, comm);
       if (grad_.size() != g.size()) grad_.resize(g.size());  // once
       grad_ = g;
       comm.all_reduce(as_span(grad_), ReduceOp::mean);
@@ -73,6 +78,7 @@ class LocalSgd {
       return;
     }
     const auto next = rounds_.next(steps_, [&] { return detail::upcoming_lr(base_); }, "LocalSgd");
+    if (steps_ == options_.warmup_steps || averaged_last_step()) detail::refresh_scaling(base_, x, g, comm);
     base_.step(x, g);
     rounds_.advance(next, steps_);
     ++steps_;

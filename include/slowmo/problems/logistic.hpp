@@ -116,6 +116,37 @@ class LogisticRegression {
     g = gd.cast<T>();
   }
 
+  /// out = (Hessian of f_i at x) v, in closed form over all of worker i's samples (the L2
+  /// term included): binary, X^T diag(s (1 - s)) X v / n; softmax, per sample the block
+  /// diag(p) - p p^T of the scores' Hessian. What savic::Oasis asks for.
+  template <class T>
+  void hessian_vector(int rank, const Vector<T>& x, const Vector<T>& v, Vector<T>& out) const {
+    check(rank, x.size());
+    detail::check_dim("LogisticRegression", v.size(), dim());
+    const auto& X = X_[std::size_t(rank)];
+    const Eigen::VectorXd xd = x.template cast<double>(), vd = v.template cast<double>();
+    const double n = double(X.rows());
+    Eigen::VectorXd hv;
+    if (binary()) {
+      const Eigen::VectorXd z = X * xd;
+      Eigen::VectorXd u = X * vd;
+      for (Eigen::Index k = 0; k < z.size(); ++k) u[k] *= sigmoid(z[k]) * (1 - sigmoid(z[k]));
+      hv = X.transpose() * u / n;
+    } else {
+      Eigen::MatrixXd P = scores(rank, xd);
+      Eigen::MatrixXd U = X * Eigen::Map<const Eigen::MatrixXd>(vd.data(), f1_, o_.classes);
+      for (Eigen::Index k = 0; k < P.rows(); ++k) {
+        P.row(k).array() = (P.row(k).array() - P.row(k).maxCoeff()).exp();
+        P.row(k) /= P.row(k).sum();
+        const double pu = P.row(k).dot(U.row(k));
+        U.row(k) = P.row(k).cwiseProduct(U.row(k)) - pu * P.row(k);
+      }
+      const Eigen::MatrixXd G = X.transpose() * U / n;
+      hv = Eigen::Map<const Eigen::VectorXd>(G.data(), G.size());
+    }
+    out = (hv + o_.l2 * vd).template cast<T>();
+  }
+
   const Eigen::VectorXd& minimizer() const { return x_star_; }
   double optimum_loss() const { return f_star_; }
 

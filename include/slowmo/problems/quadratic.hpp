@@ -125,6 +125,15 @@ class Quadratic {
     for (Eigen::Index j = 0; j < d_; ++j) g[j] += T(noise_ * normal(key, std::uint64_t(j)));
   }
 
+  /// out = A_i v, the Hessian of f_i (at any x) times v: what savic::Oasis asks for.
+  template <class T>
+  void hessian_vector(int rank, const Vector<T>& x, const Vector<T>& v, Vector<T>& out) const {
+    detail::check_rank("Quadratic", rank, m_);
+    detail::check_dim("Quadratic", x.size(), d_);
+    detail::check_dim("Quadratic", v.size(), d_);
+    out = apply(rank, v.template cast<double>()).template cast<T>();
+  }
+
   const Eigen::VectorXd& minimizer() const { return x_star_; }
   double optimum_loss() const { return f_star_; }
 

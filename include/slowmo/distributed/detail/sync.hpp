@@ -43,15 +43,45 @@ class CommHolder<Comm> {
   mutable Comm comm_;  // empty: holds no state to protect
 };
 
+/// Whether an optimizer nest holds a Savic (or other base with `needs_scaling_refresh`)
+/// that no combinator inside the nest refreshes: such a nest may only be LocalSgd's base.
+template <class Opt>
+consteval bool needs_scaling_refresh() {
+  if constexpr (requires { Opt::refreshes_scaling; })
+    return false;  // a LocalSgd inside refreshes it
+  else if constexpr (requires { Opt::needs_scaling_refresh; })
+    return Opt::needs_scaling_refresh;
+  else if constexpr (requires { typename Opt::base_type; })
+    return needs_scaling_refresh<typename Opt::base_type>();
+  else
+    return false;
+}
+
+/// Refreshes the innermost scaling of a nest (see needs_scaling_refresh); nothing without one.
+template <class Opt, class X, class G, class Comm>
+void refresh_scaling(Opt& opt, const X& x, const G& g, Comm& comm) {
+  if constexpr (requires { opt.refresh_scaling(x, g, comm); })
+    opt.refresh_scaling(x, g, comm);
+  else if constexpr (requires { opt.base(); } && needs_scaling_refresh<Opt>())
+    refresh_scaling(opt.base(), x, g, comm);
+}
+
 /// What every distributed combinator asks of its base and its communicator; each failure is
 /// one compiler message saying what is missing (`static_assert(check_distributed<Base,
 /// Comm>(), ...)` in the combinator's body). A base in device memory needs a communicator that
-/// reads device memory.
-template <class Base, class Comm>
+/// reads device memory; a base whose scaling is refreshed every round (Savic) needs a
+/// combinator that refreshes it (RefreshesScaling: LocalSgd).
+template <class Base, class Comm, bool RefreshesScaling = false>
 consteval bool check_distributed() {
   if constexpr (!check_optimizer<Base>()) {  // (its own static_assert has said what is missing)
     return false;
   } else if constexpr (!check_communicator<Comm>()) {
+    return false;
+  } else if constexpr (!RefreshesScaling && needs_scaling_refresh<Base>()) {
+    static_assert(RefreshesScaling,
+                  "slowmo: this base's scaling is refreshed at the start of every LocalSgd round (slowmo::Savic); "
+                  "only LocalSgd does that: use slowmo::LocalSgd(Savic(...), comm, ...), inside any other "
+                  "combinator if needed");
     return false;
   } else {
     static_assert(space_of_t<Base>::template communicates_with<Comm>,
