@@ -1,5 +1,6 @@
-// federated: FedAvg, FedAvgM, FedAdam and SlowMo with partial participation. 100 clients (the
-// simulated workers) hold a Dirichlet(0.1) label skew of Fashion-MNIST; each round 10 of them,
+// federated: FedAvg, FedAvgM, FedAdam and SlowMo with partial participation (and FedAvg over
+// Delta-SGD clients). 100 clients (the simulated workers) hold a Dirichlet(0.1) label skew of
+// Fashion-MNIST; each round 10 of them,
 // sampled with a seed, train E = 10 local steps of batch 32 from the server's model, and the
 // server's rule runs on the mean of their pseudo-gradients weighted by their data sizes. The
 // model is the demo's MLP 784-64-10; 100 rounds.
@@ -10,7 +11,9 @@
 // 0.9; FedAdam: lr 0.01, betas (0.9, 0.99), eps 1e-3; SlowMo: alpha 1, beta 0.7 over clients
 // running SGD with momentum 0.9, reset every round, at a tenth of the plain clients' lr (the
 // same effective step, lr / (1 - 0.9)); at a constant client lr SlowMo's update is server
-// momentum 0.7 on the raw pseudo-gradient). Only the clients' learning rate is tuned, on a grid
+// momentum 0.7 on the raw pseudo-gradient). A fifth run is FedAvg over Delta-SGD clients
+// (optim/delta_sgd.hpp), with its authors' defaults and a fresh optimizer each round: its
+// clients set their own step sizes, so it is not tuned. Only the clients' learning rate is tuned, on a grid
 // of x{0.5, 1, 2, 4} of 0.05 (0.005 for SlowMo's), by validation accuracy with seed 0; the
 // chosen one runs with seeds 1 and 2 (a seed sets the split, the initial weights, the batches
 // and the samples). Writes runs.csv, tuning.csv and
@@ -30,16 +33,18 @@ namespace {
 
 using example::Curve;
 
-enum class Server { fedavg, fedavgm, fedadam, slowmo };
+enum class Server { fedavg, fedavgm, fedadam, slowmo, fedavg_delta_sgd };
 struct Variant {
   Server id;
   const char* name;
+  bool tuned = true;  ///< whether the client lr is tuned (Delta-SGD's clients pick their own)
 };
 const std::vector<Variant> variants = {
     {Server::fedavg, "FedAvg"},
     {Server::fedavgm, "FedAvgM (momentum 0.9)"},
     {Server::fedadam, "FedAdam (lr 0.01)"},
     {Server::slowmo, "SlowMo (beta 0.7, momentum-SGD clients)"},
+    {Server::fedavg_delta_sgd, "FedAvg, Delta-SGD clients (untuned)", false},
 };
 
 constexpr int clients = 100, per_round = 10, local_steps = 10;
@@ -86,6 +91,11 @@ Curve run(const Job& job, const example::Workload& w, example::Setting s, const 
                           outer::HeavyBall<T>({.lr = 1.0, .momentum = 0.7}));
       });
       break;
+    case Server::fedavg_delta_sgd:  // its authors' defaults, a fresh optimizer every round as theirs
+      simulate([&](auto& c) {
+        return outer_loop(slowmo::DeltaSgd<T>(), c, loop, outer::HeavyBall<T>({.lr = 1.0, .momentum = 0.0}));
+      });
+      break;
   }
   return example::evaluate(problem, w, traces);
 }
@@ -116,7 +126,8 @@ int main(int argc, char** argv) {
 
   std::vector<Job> tuning;
   for (std::size_t v = 0; v < variants.size(); ++v)
-    for (double scale : grid) tuning.push_back({v, scale, 0});
+    for (double scale : grid)
+      if (variants[v].tuned || scale == grid.front()) tuning.push_back({v, variants[v].tuned ? scale : 1.0, 0});
   example::parallel_runs(tuning.size(), args.threads,
                          [&](std::size_t i) { tuning[i].curve = run(tuning[i], w, setting, network); }, "tuning");
   std::vector<const Job*> best(variants.size(), nullptr);
@@ -157,7 +168,9 @@ int main(int argc, char** argv) {
     }
     char acc[40];
     std::snprintf(acc, sizeof acc, "%.1f%% [%.1f, %.1f]", 100 * sum / double(runs.size()), 100 * lo, 100 * hi);
-    std::printf("%-38s %6g %18s %11.4f\n", variants[v].name, best[v]->lr_scale, acc, loss / double(runs.size()));
+    char scale[16];
+    std::snprintf(scale, sizeof scale, variants[v].tuned ? "%g" : "-", best[v]->lr_scale);
+    std::printf("%-38s %6s %18s %11.4f\n", variants[v].name, scale, acc, loss / double(runs.size()));
     dat << "# " << variants[v].name << "\n";
     for (std::size_t e = 0; e <= last; ++e) {
       double m = 0, l = 1, h = 0;

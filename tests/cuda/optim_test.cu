@@ -48,6 +48,7 @@ static_assert(Optimizer<SlowMo<cuda::Nesterov<float>, SingleWorker>>);
 static_assert(Optimizer<cuda::RMSprop<float>> && Optimizer<cuda::Adagrad<double>> && Optimizer<cuda::NAdam<float>>);
 static_assert(Optimizer<cuda::Adamax<double>> && Optimizer<cuda::Qhm<float>> && Optimizer<cuda::QhAdam<double>>);
 static_assert(Optimizer<cuda::Lion<float>> && HasReduction<cuda::Device>);
+static_assert(Optimizer<cuda::DeltaSgd<float>> && Optimizer<Savic<double, savic::RmsProp, cuda::Device>>);
 // The gradient modifiers take the space of their base: their norm is a device reduction.
 static_assert(Optimizer<ClipGradNorm<cuda::AdamW<float>>> && Optimizer<ClipGradValue<cuda::Sgd<double>>>);
 static_assert(Optimizer<FedProx<cuda::Sgd<float>>> && Optimizer<SlowMo<ClipGradNorm<cuda::AdamW<float>>, SingleWorker>>);
@@ -156,6 +157,14 @@ TEST_SUITE("host") {
     CHECK_THROWS_WITH_AS(solo.step(DeviceSpan<double>(dnone, 5), DeviceSpan<const double>(dnone, 2)),
                          "slowmo::SlowMo::step: gradient size 2 does not match parameter size 5", size_mismatch);
     CHECK(adam.steps() == 0);
+    // Delta-SGD's norms and Savic's scaling are device reductions and kernels: the checks come first.
+    cuda::DeltaSgd<float> delta;
+    CHECK_THROWS_WITH_AS(delta.step(DeviceSpan<float>(none, 3), DeviceSpan<const float>(none, 2)),
+                         "slowmo::DeltaSgd::step: gradient size 2 does not match parameter size 3", size_mismatch);
+    Savic<float, savic::Adam, cuda::Device> savic({.lr = 0.1});
+    CHECK_THROWS_AS(savic.step(DeviceSpan<float>(none, 3), DeviceSpan<const float>(none, 3)), usage_error);
+    CHECK(delta.steps() == 0);
+    CHECK(savic.steps() == 0);
   }
 
   TEST_CASE("DeviceVector and DeviceSpan: errors that need no device") {

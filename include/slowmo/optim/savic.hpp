@@ -77,9 +77,9 @@ struct RmsProp {
 };
 
 /// OASIS-type scaling (Jahani et al. 2022): the average of Hutchinson's diagonal estimates
-/// z * (H z), z Rademacher. hvp(x, z, out) writes this worker's Hessian times z at x into
-/// out (Vector<T> on the host): closed forms for problems::Quadratic and Logistic
-/// (hessian_vector), savic::finite_difference around a gradient otherwise.
+/// z * (H z), z Rademacher. hvp(x, z, out), all three Vector<T> on the host, writes this
+/// worker's Hessian at x times z into out: closed forms for problems::Quadratic and
+/// LogisticRegression (hessian_vector), savic::finite_difference around a gradient otherwise.
 template <class Hvp>
 struct Oasis {
   static constexpr const char* name = "Oasis";
@@ -93,19 +93,42 @@ struct Oasis {
 template <class Hvp>
 Oasis(Hvp) -> Oasis<Hvp>;
 
-/// A Hessian-vector product by a forward difference of gradients: (grad(x + eps z) - grad(x)) / eps,
-/// grad(x, out) this worker's gradient (for the MLP: on a fixed batch, so that both calls see
-/// the same sample).
+/// A Hessian-vector product by a forward difference of gradients, (grad(x + eps z) - grad(x)) / eps,
+/// where grad(x, out) writes this worker's gradient at x (for the MLP: on a fixed batch, so
+/// that both calls see the same samples). Keeps its two scratch vectors: after the first call
+/// it allocates nothing.
 template <class Grad>
-auto finite_difference(Grad grad, double eps = 1e-4) {
-  return [grad = std::move(grad), eps](const auto& x, const auto& z, auto& out) mutable {
-    using V = std::remove_cvref_t<decltype(out)>;
-    using T = typename V::Scalar;
-    V shifted = x + T(eps) * z, g0(x.size());
-    grad(shifted, out);
-    grad(x, g0);
-    out = (out - g0) / T(eps);
-  };
+class FiniteDifference {
+ public:
+  explicit FiniteDifference(Grad grad, double eps = 1e-4) : grad_(std::move(grad)), eps_(eps) {}
+
+  template <class T>
+  void operator()(const Vector<T>& x, const Vector<T>& z, Vector<T>& out) {
+    auto& [shifted, at_x] = scratch<T>();
+    shifted = x + T(eps_) * z;
+    at_x.resize(x.size());
+    grad_(shifted, out);
+    grad_(x, at_x);
+    out = (out - at_x) / T(eps_);
+  }
+
+ private:
+  template <class T>
+  std::pair<Vector<T>, Vector<T>>& scratch() {
+    if constexpr (std::is_same_v<T, float>)
+      return f_;
+    else
+      return d_;
+  }
+  Grad grad_;
+  double eps_;
+  std::pair<Vector<float>, Vector<float>> f_;
+  std::pair<Vector<double>, Vector<double>> d_;
+};
+
+template <class Grad>
+FiniteDifference<Grad> finite_difference(Grad grad, double eps = 1e-4) {
+  return FiniteDifference<Grad>(std::move(grad), eps);
 }
 
 }  // namespace savic
@@ -260,9 +283,10 @@ class Savic {
     } else {
       // Rademacher z from (seed, p), the same on every worker; h = z * (H z).
       if (z_.size() != n) z_.resize(n), hz_.resize(n);
+      xh_ = x;  // (host memory: Oasis runs on the host) a copy, so that hvp takes three Vector<T>
       const std::uint64_t key = mix(scaling_.seed ^ mix(std::uint64_t(updates_) + 0x9e3779b97f4a7c15ull));
       for (Eigen::Index i = 0; i < n; ++i) z_[i] = (mix(key + std::uint64_t(i)) >> 63) != 0 ? T(1) : T(-1);
-      scaling_.hvp(x, z_, hz_);
+      scaling_.hvp(std::as_const(xh_), std::as_const(z_), hz_);
       if (hz_.size() != n)
         throw size_mismatch(detail::concat("slowmo::Savic: the Oasis scaling's hvp wrote ", hz_.size(),
                                            " values for a parameter vector of size ", n));
@@ -295,7 +319,7 @@ class Savic {
   Scaling scaling_;
   vector_type d_;     // D
   vector_type work_;  // the statistic and the count (workspace, not state)
-  Vector<T> z_, hz_;  // Oasis's probe and H z (host)
+  Vector<T> xh_, z_, hz_;  // Oasis's point, probe and H z (host)
   std::int64_t updates_ = 0;
   std::int64_t steps_ = 0;
 };
