@@ -14,6 +14,9 @@
 // and `eigen_sum` compare the scan with Eigen's sum() of g (a read-only reduction, the
 // reference of issue 18) from 2^12 to 2^24, and `sum_of_squares` is ClipGradNorm's norm.
 #include <benchmark/benchmark.h>
+#include <emmintrin.h>
+
+#include <cstdint>
 
 #include <chrono>
 #include <map>
@@ -77,6 +80,34 @@ void BM_Rule(benchmark::State& state, Rule rule, int arrays, std::index_sequence
     benchmark::ClobberMemory();
   }
   report<T>(state, n, arrays);
+}
+
+/// Sgp's share step (share = num / (k + 1)) written with SSE2 non-temporal stores, which
+/// skip the read-for-ownership that an ordinary store to a line not in cache costs: the
+/// reference for what a streaming-store driver would give a write-only buffer.
+template <class T>
+void BM_ShareNonTemporal(benchmark::State& state) {
+  const Eigen::Index n = state.range(0);
+  Vector<T> share = Vector<T>::Constant(n, T(0.25)), num = Vector<T>::Constant(n, T(0.25));
+  for (auto _ : state) {
+    T* out = share.data();
+    const T* in = num.data();
+    Eigen::Index i = 0;
+    if constexpr (std::is_same_v<T, float>) {
+      const __m128 c = _mm_set1_ps(0.5f);
+      for (; i + 4 <= n && reinterpret_cast<std::uintptr_t>(out) % 16 == 0; i += 4)
+        _mm_stream_ps(out + i, _mm_mul_ps(_mm_loadu_ps(in + i), c));
+    } else {
+      const __m128d c = _mm_set1_pd(0.5);
+      for (; i + 2 <= n && reinterpret_cast<std::uintptr_t>(out) % 16 == 0; i += 2)
+        _mm_stream_pd(out + i, _mm_mul_pd(_mm_loadu_pd(in + i), c));
+    }
+    for (; i < n; ++i) out[i] = in[i] * T(0.5);
+    _mm_sfence();
+    benchmark::DoNotOptimize(share.data());
+    benchmark::ClobberMemory();
+  }
+  report<T>(state, n, 2);
 }
 
 /// The obvious Adam: three separate Eigen expressions, three passes over memory.
@@ -201,6 +232,7 @@ void register_all(const std::string& tn) {
       std::make_index_sequence<4>{});  // xd x0 m v | xd x0 m v
   reg("sgp_share", BM_Rule<T, rules::PushSumShare<T>, 0, 1>, rules::PushSumShare<T>{T(0.5)}, 2,
       std::make_index_sequence<2>{});  // num | share
+  reg("sgp_share_non_temporal", BM_ShareNonTemporal<T>);  // num | share, without write-allocate
   reg("sgp_combine", BM_Rule<T, rules::PushSumCombine<T>, 0, 1, 2, 3>, rules::PushSumCombine<T>{T(1)}, 4,
       std::make_index_sequence<4>{});  // kept received | num z
   reg("slowmo_tau12_step", BM_SlowMoAmortised<T, true>, unchecked);
