@@ -34,6 +34,7 @@
 #include "slowmo/core/space.hpp"
 #include "slowmo/core/state.hpp"
 #include "slowmo/core/vector.hpp"
+#include "slowmo/optim/elementwise.hpp"  // OptionCheck
 
 namespace slowmo {
 
@@ -155,14 +156,12 @@ class DeltaSgd {
   }
 
   static DeltaSgdOptions validated(const DeltaSgdOptions& o) {
-    const auto check = [](bool ok, const char* field, double value, const char* why) {
-      detail::require_option(ok, name, field, value, why);
-    };
+    const OptionCheck check{name};
     check(detail::finite(o.lr) && o.lr > 0, "lr", o.lr, "must be finite and > 0 (the initial step size)");
     check(detail::finite(o.gamma) && o.gamma > 0, "gamma", o.gamma, "must be finite and > 0");
-    check(detail::finite(o.delta) && o.delta >= 0, "delta", o.delta, "must be finite and >= 0");
-    check(detail::finite(o.theta0) && o.theta0 >= 0, "theta0", o.theta0, "must be finite and >= 0");
-    check(detail::finite(o.eps) && o.eps >= 0, "eps", o.eps, "must be finite and >= 0");
+    check.non_negative("delta", o.delta);
+    check.non_negative("theta0", o.theta0);
+    check.non_negative("eps", o.eps);
     return o;
   }
 
