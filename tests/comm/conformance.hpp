@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -341,6 +342,82 @@ void all(C& comm) {
     gathers<std::int32_t>(comm);
     gathers<std::uint8_t>(comm);
   }
+}
+
+// ---- groups (SplitCommunicator) ------------------------------------------------------------
+
+/// Splits comm by color(r) with key(r) and checks the result against MPI_Comm_split's
+/// definition computed here from everyone's (color, key): the members of each color, ranked by
+/// (key, old rank). Then a sum over the group names exactly its members, and the whole suite
+/// runs on it.
+template <slowmo::SplitCommunicator C, class Color, class Key>
+C split_checked(C& comm, Color color, Key key, const char* what) {
+  const int m = comm.size(), r = comm.rank();
+  C sub = comm.split(color(r), key(r));
+  std::vector<int> members;  // old ranks of my color, by (key, old rank)
+  for (int q = 0; q < m; ++q)
+    if (color(q) == color(r)) members.push_back(q);
+  std::stable_sort(members.begin(), members.end(), [&](int a, int b) { return key(a) < key(b); });
+  const int want_rank = int(std::find(members.begin(), members.end(), r) - members.begin());
+  expect(sub.size() == int(members.size()) && sub.rank() == want_rank, "worker ", r, ": split (", what, ") gave rank ",
+         sub.rank(), " of ", sub.size(), "; MPI_Comm_split gives rank ", want_rank, " of ", members.size());
+  // Every member contributes (old rank + 1) * 2^(new rank): the sum pins both sets and orders.
+  std::vector<double> v{double(r + 1) * std::ldexp(1.0, sub.rank())};
+  sub.all_reduce(std::span<double>(v), slowmo::ReduceOp::sum);
+  double want = 0;
+  for (std::size_t k = 0; k < members.size(); ++k) want += double(members[k] + 1) * std::ldexp(1.0, int(k));
+  expect(v[0] == want, "worker ", r, ": all_reduce over its group (", what, ") gave ", v[0], ", not ", want);
+  return sub;
+}
+
+/// Groups of different sizes (halves; r % 3 with the order reversed by key; a worker alone; a
+/// group split again), each running the whole suite, while the parent communicator keeps
+/// working between them; then the misuse every backend must report on every worker.
+template <slowmo::SplitCommunicator C>
+void groups(C& comm) {
+  const int m = comm.size(), r = comm.rank();
+  {
+    C half = split_checked(comm, [m](int q) { return q < m / 2 ? 0 : 1; }, [](int q) { return q; }, "halves");
+    all(half);
+    rank_and_size(comm);  // the parent goes on, and its collectives never meet the group's
+    all(half);
+  }
+  {
+    C thirds = split_checked(comm, [](int q) { return q % 3; }, [](int q) { return -q; }, "r % 3, reversed");
+    all(thirds);
+    // Split again: the ranks of a group, by parity of the group rank.
+    const int tr = thirds.rank();
+    C again = thirds.split(tr % 2, 0);
+    expect(again.size() == (thirds.size() + 1 - tr % 2) / 2 && again.rank() == tr / 2, "worker ", r,
+           ": splitting its group again gave rank ", again.rank(), " of ", again.size());
+    all(again);
+  }
+  {
+    C alone = split_checked(comm, [](int q) { return q == 0 ? 0 : 1; }, [](int) { return 0; }, "worker 0 alone");
+    all(alone);
+    C last = split_checked(comm, [m](int q) { return q < m - 1 ? 0 : 1; }, [](int) { return 0; }, "m - 1 and 1");
+    all(last);
+  }
+  // The shared model stays on the communicator the run started with.
+  if constexpr (slowmo::SharedModelCommunicator<C>) {
+    C sub = comm.split(0, r);
+    std::vector<double> x(2);
+    std::string e;
+    try {
+      (void)sub.pull(std::span<double>(x));
+    } catch (const slowmo::usage_error& u) {
+      e = u.what();
+    }
+    expect(e.find("pull on a communicator from split()") != std::string::npos, "worker ", r,
+           ": pull on a communicator from split() gave '", e, "'");
+  }
+  // A negative color fails every worker of the split, naming the worker and its color, and
+  // leaves the communicator usable.
+  const std::string e = comm_error_of([&] { (void)comm.split(r == m - 1 ? -1 : 0, 0); });
+  expect(e.find("split") != std::string::npos && e.find("color -1") != std::string::npos &&
+             e.find(slowmo::detail::concat(m - 1)) != std::string::npos,
+         "worker ", r, ": a split with color -1 on worker ", m - 1, " gave '", e, "'");
+  rank_and_size(comm);
 }
 
 // ---- the shared global model -------------------------------------------------------------

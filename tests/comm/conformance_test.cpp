@@ -42,6 +42,17 @@ TEST_CASE("conformance: threads") {
   }
 }
 
+static_assert(slowmo::check_split_communicator<slowmo::sim::Comm>());
+static_assert(slowmo::check_split_communicator<slowmo::threads::Comm>());
+
+TEST_CASE("conformance: groups from split() on the simulator and threads") {
+  for (int m : {1, 2, 3, 4, 5, 7}) {
+    CAPTURE(m);
+    CHECK_NOTHROW(slowmo::sim::run({.workers = m}, [](slowmo::sim::Comm& c) { conformance::groups(c); }));
+    CHECK_NOTHROW(slowmo::threads::run({.workers = m}, [](slowmo::threads::Comm& c) { conformance::groups(c); }));
+  }
+}
+
 TEST_CASE("conformance: the shared model on the simulator, with free and costly networks") {
   for (int m : {1, 2, 3, 4, 5, 8}) {
     CAPTURE(m);

@@ -3,7 +3,9 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <span>
 #include <string>
+#include <vector>
 
 #include <slowmo/comm/simulator.hpp>
 #include <slowmo/comm/threads.hpp>
@@ -187,6 +189,79 @@ TEST_CASE_TEMPLATE_DEFINE("faults", Backend, faults_test) {
     });
     CHECK(e.find("deadlock") != std::string::npos);
     CHECK(e.find("worker 0 waits in barrier") != std::string::npos);
+  }
+  SUBCASE("groups: a mismatch inside one group fails its members, naming both calls") {
+    std::atomic<int> in_group{0};
+    const std::string e = run_error([&] {
+      run(4, [&](auto& c) {
+        auto g = c.split(c.rank() % 2, 0);  // {0, 2} and {1, 3}
+        std::vector<double> x(3);
+        try {
+          if (c.rank() == 2) g.barrier();
+          else g.all_reduce(std::span<double>(x), slowmo::ReduceOp::sum);
+        } catch (const slowmo::comm_error& err) {
+          if (std::string(err.what()).find("on their communicator from split()") != std::string::npos) ++in_group;
+          throw;
+        }
+      });
+    });
+    CHECK(in_group == 2);  // workers 0 and 2; the group {1, 3} completed its all-reduce
+    CHECK(e.find("worker 0 failed") != std::string::npos);
+    CHECK(e.find("barrier") != std::string::npos);
+    CHECK(e.find("all_reduce(sum) of 3 double") != std::string::npos);
+  }
+  SUBCASE("groups: a split only some workers call is a mismatch or a deadlock, never a hang") {
+    std::string e = run_error([&] {
+      run(3, [](auto& c) {
+        if (c.rank() < 2) (void)c.split(0, 0);
+        else c.barrier();
+      });
+    });
+    CHECK(e.find("mismatched collective") != std::string::npos);
+    CHECK(e.find("split") != std::string::npos);
+    CHECK(e.find("barrier") != std::string::npos);
+    e = run_error([&] {
+      run(3, [](auto& c) {
+        if (c.rank() < 2) (void)c.split(0, 0);
+      });
+    });
+    CHECK(e.find("deadlock") != std::string::npos);
+    CHECK(e.find("worker 0 waits in split") != std::string::npos);
+    CHECK(e.find("worker 2 has returned") != std::string::npos);
+    // Inside a group: its member 3 returns, so worker 1 waits for ever on its group.
+    e = run_error([&] {
+      run(4, [](auto& c) {
+        auto g = c.split(c.rank() % 2, 0);
+        if (c.rank() != 3) g.barrier();
+      });
+    });
+    CHECK(e.find("deadlock") != std::string::npos);
+    CHECK(e.find("worker 1 waits in barrier on the group of workers 1, 3 (from split())") != std::string::npos);
+  }
+  SUBCASE("groups: messages stay on the communicator they were sent on") {
+    // Worker 0 exchanges with 1 on the world, worker 1 with 0 on their group: in MPI this is
+    // a deadlock (a receive never takes another communicator's message), and so here.
+    const std::string e = run_error([&] {
+      run(2, [](auto& c) {
+        auto g = c.split(0, c.rank());
+        double out = 1, in = 0;
+        if (c.rank() == 0) c.exchange(std::span<const double>(&out, 1), 1.0, 1, std::span<double>(&in, 1), 1);
+        else g.exchange(std::span<const double>(&out, 1), 1.0, 0, std::span<double>(&in, 1), 0);
+      });
+    });
+    CHECK(e.find("deadlock") != std::string::npos);
+    CHECK(e.find("worker 1 waits in exchange for a message from worker 0 on the group of workers 0, 1") !=
+          std::string::npos);
+  }
+  SUBCASE("groups: the shared model is hosted on the communicator run() handed out only") {
+    const std::string e = run_error([&] {
+      run(2, [](auto& c) {
+        auto g = c.split(0, 0);
+        std::vector<double> x(2);
+        (void)g.pull(std::span<double>(x));
+      });
+    });
+    CHECK(e.find("pull on a communicator from split()") != std::string::npos);
   }
 }
 

@@ -135,6 +135,74 @@ TEST_CASE("virtual time: broadcast and barrier costs; a free network costs nothi
   });
 }
 
+TEST_CASE("groups: each group's collectives are charged to its members' clocks, with its size") {
+  const double L = 1e-3, B = 1e6;
+  const std::size_t n = 250;  // 2000 bytes of double
+  std::vector<double> done(6);
+  slowmo::sim::run({.workers = 6, .network = {.latency = L, .bandwidth = B}}, [&](Comm& c) {
+    Comm g = c.split(c.rank() < 2 ? 0 : 1, 0);  // {0, 1} and {2, 3, 4, 5}
+    c.advance(c.rank() < 2 ? 1.0 : 5.0);
+    std::vector<double> x(n, 1.0);
+    g.all_reduce(std::span<double>(x), slowmo::ReduceOp::sum);
+    done[std::size_t(c.rank())] = c.now();
+    CHECK(x[0] == double(g.size()));
+  });
+  // The split itself: a ring all-gather of (color, key), (m-1) L + (m-1)/m * 8 m / B over all 6.
+  const double split = 5 * L + 5.0 / 6 * 48 / B;
+  // {0, 1}: 2 L + bytes / B after its own arrival at 1 s, whatever the slower group does.
+  for (int r : {0, 1}) CHECK(done[std::size_t(r)] == doctest::Approx(split + 1.0 + 2 * L + 2000 / B).epsilon(1e-12));
+  // {2..5}: 2 * 3 L + 2 * 3/4 * bytes / B.
+  for (int r : {2, 3, 4, 5})
+    CHECK(done[std::size_t(r)] == doctest::Approx(split + 5.0 + 6 * L + 1.5 * 2000 / B).epsilon(1e-12));
+}
+
+TEST_CASE("two-level network: a collective pays the slowest link it uses, a message the link it takes") {
+  const double Li = 1e-6, Bi = 1.25e10;  // inside a node: 1 us, 100 Gbit/s
+  const double Lx = 1e-4, Bx = 1.25e8;   // between nodes: 100 us, 1 Gbit/s
+  const std::size_t n = 1000;            // 8000 bytes of double
+  const double bytes = 8000;
+  std::vector<double> t_node(4), t_world(4), t_cross(4), t_near(4);
+  slowmo::sim::run({.workers = 4,
+                    .network = {.latency = Li, .bandwidth = Bi},
+                    .workers_per_node = 2,
+                    .between_nodes = {.latency = Lx, .bandwidth = Bx}},
+                   [&](Comm& c) {
+                     const auto r = std::size_t(c.rank());
+                     Comm node = c.split(c.rank() / 2, 0);  // the two nodes
+                     std::vector<double> x(n, 1.0);
+                     double t0 = c.now();
+                     node.all_reduce(std::span<double>(x), slowmo::ReduceOp::mean);
+                     t_node[r] = c.now() - t0;
+                     c.barrier();
+                     t0 = c.now();
+                     c.all_reduce(std::span<double>(x), slowmo::ReduceOp::mean);
+                     t_world[r] = c.now() - t0;
+                     c.barrier();
+                     // Worker r sends to r + 2 (the other node) and receives from r - 2.
+                     t0 = c.now();
+                     c.exchange(std::span<const double>(x), 1.0, (c.rank() + 2) % 4, std::span<double>(x),
+                                (c.rank() + 2) % 4);
+                     t_cross[r] = c.now() - t0;
+                     c.barrier();
+                     t0 = c.now();
+                     node.exchange(std::span<const double>(x), 1.0, 1 - node.rank(), std::span<double>(x),
+                                   1 - node.rank());
+                     t_near[r] = c.now() - t0;
+                   });
+  for (std::size_t r = 0; r < 4; ++r) {
+    CAPTURE(r);
+    CHECK(t_node[r] == doctest::Approx(2 * Li + bytes / Bi).epsilon(1e-9));              // m = 2, fast links
+    CHECK(t_world[r] == doctest::Approx(6 * Lx + 1.5 * bytes / Bx).epsilon(1e-9));       // m = 4, slow links
+    CHECK(t_cross[r] == doctest::Approx(Lx + bytes / Bx).epsilon(1e-9));                 // one slow message
+    CHECK(t_near[r] == doctest::Approx(Li + bytes / Bi).epsilon(1e-9));                  // one fast message
+  }
+  CHECK_THROWS_WITH_AS(slowmo::sim::run({.workers = 2, .workers_per_node = -1}, [](Comm&) {}),
+                       doctest::Contains("'workers_per_node' = -1"), slowmo::invalid_option);
+  CHECK_THROWS_WITH_AS(
+      slowmo::sim::run({.workers = 2, .workers_per_node = 1, .between_nodes = {.bandwidth = 0}}, [](Comm&) {}),
+      doctest::Contains("'between_nodes.bandwidth' = 0"), slowmo::invalid_option);
+}
+
 TEST_CASE("compute model: slowdown 2 takes twice the virtual time; jitter is seeded") {
   auto report = slowmo::sim::run({.workers = 2, .slowdown = {1.0, 2.0}}, [](Comm& c) {
     for (int i = 0; i < 10; ++i) c.compute(0.1);

@@ -304,6 +304,45 @@ TEST_SUITE("host") {
     CHECK(hub2->first_failure() == 3);
   }
 
+  TEST_CASE("host channel: a split gives each color its own channel; an abort reaches the groups") {
+    // 5 workers split twice by r % 2: the groups {0, 2, 4} and {1, 3} of each split talk
+    // only among themselves; then worker 4 (in {0, 2, 4}) fails while 0 and 2 wait there.
+    auto hub = std::make_shared<cuda::detail::LocalHub>(5);
+    std::vector<std::int64_t> sums(5), second(5);
+    std::vector<std::string> errors(5);
+    std::vector<std::thread> workers;
+    for (int r = 0; r < 5; ++r)
+      workers.emplace_back([&, r] {
+        cuda::detail::LocalLink link(hub, r);
+        const int color = r % 2, size = color == 0 ? 3 : 2, rank = r / 2;
+        auto group = link.split(color, rank, size);
+        std::int64_t v[5] = {0, 0, 0, 0, 0};
+        v[r] = r + 1;
+        group->all_max(v);  // the maximum over the group: only its members' entries are set
+        sums[std::size_t(r)] = v[0] + v[1] + v[2] + v[3] + v[4];
+        group->post((rank + 1) % size, cuda::detail::HostLink::exchange_header, {double(r), 0.0});
+        second[std::size_t(r)] =
+            std::int64_t(group->take((rank + size - 1) % size, cuda::detail::HostLink::exchange_header)[0]);
+        auto again = link.split(color, rank, size);  // a second split: new channels
+        try {
+          if (r == 4) throw std::runtime_error("boom");
+          std::int64_t w[1] = {r};
+          again->all_max(w);
+        } catch (const comm_error& e) {
+          errors[std::size_t(r)] = e.what();
+        } catch (const std::runtime_error& e) {
+          hub->abort(r, e.what());
+        }
+      });
+    for (auto& t : workers) t.join();
+    CHECK(sums == std::vector<std::int64_t>{9, 6, 9, 6, 9});  // 1 + 3 + 5 and 2 + 4
+    CHECK(second == std::vector<std::int64_t>{4, 3, 0, 1, 2});  // from the group's previous rank
+    CHECK(errors[0].ends_with("worker 4 failed: boom"));
+    CHECK(errors[2].ends_with("worker 4 failed: boom"));
+    // ({1, 3} may finish its agreement before the abort or be released by it: both are right.)
+    for (int r : {1, 3}) CHECK((errors[std::size_t(r)].empty() || errors[std::size_t(r)].ends_with("worker 4 failed: boom")));
+  }
+
   TEST_CASE("NCCL errors name the call, what it was doing and NCCL's description") {
     try {
       cuda::detail::check_nccl(ncclInvalidArgument, "ncclAllReduce", " of ", 5, " values on worker ", 1);
@@ -341,6 +380,8 @@ TEST_SUITE("host") {
   }
 }
 
+static_assert(slowmo::check_split_communicator<cuda::Nccl>());
+
 TEST_SUITE("device") {
   TEST_CASE("conformance suite on every GPU: host spans (staged) and device spans") {
     cuda::run_local({}, [](cuda::Nccl& comm) {
@@ -348,6 +389,10 @@ TEST_SUITE("device") {
       DeviceMirror mirror{comm};
       conformance::all(mirror);
     });
+  }
+
+  TEST_CASE("conformance suite on groups from split() (ncclCommSplit)") {
+    cuda::run_local({}, [](cuda::Nccl& comm) { conformance::groups(comm); });
   }
 
   TEST_CASE_TEMPLATE("SlowMo and friends on the GPU(s) equal the simulator on the host", T, float, double) {
@@ -534,6 +579,7 @@ TEST_SUITE("mpi") {
     conformance::all(comm);
     DeviceMirror mirror{comm};
     conformance::all(mirror);
+    conformance::groups(comm);
     // Every rank simulates all m workers on its host and compares its own.
     const int m = comm.size(), r = comm.rank();
     auto make = [](auto s, auto& c) {

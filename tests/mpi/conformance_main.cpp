@@ -162,6 +162,7 @@ void validated_errors(slowmo::mpi::Comm& comm) {
 
 static_assert(slowmo::Communicator<slowmo::mpi::Comm>);
 static_assert(slowmo::check_gather_communicator<slowmo::mpi::Comm>());
+static_assert(slowmo::check_split_communicator<slowmo::mpi::Comm>());
 static_assert(slowmo::check_shared_model_communicator<slowmo::mpi::Comm>());
 
 int main(int argc, char** argv) {
@@ -176,6 +177,7 @@ int main(int argc, char** argv) {
       }
     };
     section("conformance", [&] { conformance::all(comm); });
+    section("groups", [&] { conformance::groups(comm); });
     section("cross-backend", [&] { cross_backend(comm); });
     section("algorithms", [&] { algorithms(comm); });
     section("resume", [&] { resume(comm); });

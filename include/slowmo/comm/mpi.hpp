@@ -369,6 +369,31 @@ class Comm {
     return all_gather_v_impl(send, recv, counts);
   }
 
+  /// SplitCommunicator (core/communicator.hpp): collective; MPI_Comm_split over this
+  /// communicator, after the ranks agree on the call and check the colors together (a
+  /// negative color, MPI_UNDEFINED included, fails every rank, naming the ranks). The result
+  /// has this one's options, its own clock start, and no shared model (host_model, pull and
+  /// push stay on the communicator the program started with, as on the in-process backends).
+  Comm split(int color, int key) {
+    agree(Kind::split, 0, 0, -1);
+    std::vector<int> colors(static_cast<std::size_t>(size()));
+    detail::mpi_model::check(MPI_Allgather(&color, 1, MPI_INT, colors.data(), 1, MPI_INT, MPI_Comm(comm_)),
+                             "MPI_Allgather");
+    std::string bad;
+    int listed = 0;
+    for (int q = 0; q < size(); ++q)
+      if (colors[std::size_t(q)] < 0 && listed++ < 8)
+        bad += detail::concat(listed > 1 ? ", " : "", "rank ", q, " color ", colors[std::size_t(q)]);
+    if (listed > 8) bad += ", ...";
+    if (!bad.empty())
+      throw comm_error(detail::concat("slowmo::mpi: split: a color must be >= 0, but ", bad,
+                                      " (every rank of a split joins the group of its color; there is no "
+                                      "'undefined' color)"));
+    Comm out(comm_.split(color, key), options_);
+    out.from_split_ = true;
+    return out;
+  }
+
   /// Wall-clock seconds since this communicator was made.
   double now() const { return MPI_Wtime() - start_; }
 
@@ -421,7 +446,15 @@ class Comm {
   }
 
  private:
-  enum class Kind : std::int64_t { all_reduce_sum = 1, all_reduce_mean, broadcast, barrier, all_gather, all_gather_v };
+  enum class Kind : std::int64_t {
+    all_reduce_sum = 1,
+    all_reduce_mean,
+    broadcast,
+    barrier,
+    all_gather,
+    all_gather_v,
+    split
+  };
   static constexpr int data_tag = 0x5107;
   static constexpr int weight_tag = 0x5108;
 
@@ -433,6 +466,7 @@ class Comm {
       case Kind::barrier: return "barrier";
       case Kind::all_gather: return "all_gather";
       case Kind::all_gather_v: return "all_gather_v";
+      case Kind::split: return "split";
     }
     return "?";
   }
@@ -610,8 +644,16 @@ class Comm {
     return received;
   }
 
+  void require_not_split(const char* op) const {
+    if (from_split_)
+      throw usage_error(slowmo::detail::concat("slowmo::mpi: rank ", rank(), ": ", op,
+                                               " on a communicator from split(): the shared model is hosted by "
+                                               "all the ranks; call it on the communicator the program started with"));
+  }
+
   template <class T>
   void host_model_impl(std::unique_ptr<ModelServer<T>> server) {
+    require_not_split("host_model");
     // Every rank's (element type, size or -1 for none, thread level), by one
     // small MPI_Allgather: every rank judges alike, so all throw (naming the culprits) or none.
     // The judgement comes first: a refused host_model leaves a hosted model as it was.
@@ -709,6 +751,7 @@ class Comm {
   template <class T>
   Pulled pull_impl(std::span<T> x) {
     namespace mm = detail::mpi_model;
+    require_not_split("pull");
     mm::Shared& shared = model("pull");
     const int n = count_of(x, "pull");
     const std::int64_t elem = slowmo::detail::element_code<T>();
@@ -726,6 +769,7 @@ class Comm {
   template <class T>
   Pushed push_impl(std::span<const T> d) {
     namespace mm = detail::mpi_model;
+    require_not_split("push");
     mm::Shared& shared = model("push");
     const int n = count_of(d, "push");
     const std::int64_t elem = slowmo::detail::element_code<T>();
@@ -741,6 +785,7 @@ class Comm {
   boost::mpi::communicator comm_;
   Options options_;
   double start_;
+  bool from_split_ = false;
   std::uint64_t bytes_sent_ = 0, messages_sent_ = 0, bytes_received_ = 0;
   std::vector<std::int64_t> sizes_;        // all-gathers: every rank's (count, capacity, counts size)
   std::vector<int> recv_counts_, displacements_;  // all_gather_v: MPI's int arrays

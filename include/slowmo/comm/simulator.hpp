@@ -48,6 +48,16 @@ namespace slowmo::sim {
 /// Bytes sent follow the same algorithms: per worker 2(m-1)/m * bytes for an all-reduce;
 /// for an all-gather, total_bytes less its successor's block (a ring passes on every block
 /// but the one its successor owns): (m-1) blocks when they are equal.
+///
+/// Groups and two levels: on a communicator from split(), m is the group's size and only
+/// its members' clocks take part. With Options::workers_per_node = s, worker r sits on node
+/// r / s; a message takes the link between its two workers (`network` inside a node,
+/// `between_nodes` across), and a collective, whose steps every member takes at once, is as
+/// slow as the slowest link it uses: its formula above is evaluated with `between_nodes` as
+/// soon as its members span two nodes, with `network` otherwise. So a flat all-reduce over
+/// a 4 x 4 cluster costs 2 * 15 steps of the slow link, while a group inside a node costs
+/// its fast one (a hierarchical method's whole point). The shared model's server sits on
+/// worker 0's node.
 struct Network {
   double latency = 50e-6;    ///< seconds per message (default 50 microseconds)
   double bandwidth = 1.25e9;  ///< bytes per second (default 10 Gbit/s); infinity for a free network
@@ -63,7 +73,13 @@ struct Network {
 
 struct Options {
   int workers = 1;
+  /// The links between workers: all of them, or, with workers_per_node, those inside a node.
   Network network{};
+  /// A two-level cluster: nodes of this many consecutive ranks (worker r on node r / size),
+  /// linked by between_nodes; 0: one flat network.
+  int workers_per_node = 0;
+  /// The links between nodes (used only when workers_per_node > 0).
+  Network between_nodes{};
   /// Per-worker compute slowdown: compute(s) advances worker r's clock by s * slowdown[r]
   /// (a straggler has slowdown 10). Empty: 1 for everyone.
   std::vector<double> slowdown{};
@@ -118,13 +134,21 @@ using injected_fault = slowmo::detail::injected_fault;
 class Comm : public detail::LocalComm {
  public:
   using LocalComm::LocalComm;
+  /// Collective over this communicator's workers (MPI_Comm_split): those that pass the same
+  /// color (>= 0) get a communicator over just them, ranked by (key, rank here). Its
+  /// collectives meet only its members, are charged to their clocks with its size (and the
+  /// links it crosses), and stay bit-reproducible.
+  Comm split(int color, int key) { return Comm(split_seat(color, key)); }
   /// Advances this worker's virtual clock by exactly `seconds`.
-  void advance(double seconds) { engine_->advance(rank_, seconds); }
+  void advance(double seconds) { engine_->advance(at_.worker, seconds); }
   /// Charges `nominal_seconds` of computation, scaled by this worker's slowdown and jitter.
-  void compute(double nominal_seconds) { engine_->compute(rank_, nominal_seconds); }
+  void compute(double nominal_seconds) { engine_->compute(at_.worker, nominal_seconds); }
   /// Moves this worker's clock forward to `t` (>= now()): how a resumed run continues at the
   /// virtual time it stopped (AsyncLocalSgd does it after loading a checkpoint).
-  void advance_to(double t) { engine_->advance_to(rank_, t); }
+  void advance_to(double t) { engine_->advance_to(at_.worker, t); }
+
+ private:
+  explicit Comm(LocalComm c) : LocalComm(c) {}
 };
 
 
@@ -138,6 +162,15 @@ inline EngineOptions sim_engine_options(const sim::Options& o) {
                  o.network.latency, "must be finite and >= 0 (seconds)");
   require_option(o.network.bandwidth > 0 && !std::isnan(o.network.bandwidth), "sim::run", "network.bandwidth",
                  o.network.bandwidth, "must be > 0 (bytes per second; infinity for a free network)");
+  require_option(o.workers_per_node >= 0, "sim::run", "workers_per_node", o.workers_per_node,
+                 "must be >= 0 (0: one flat network)");
+  if (o.workers_per_node > 0) {
+    require_option(finite(o.between_nodes.latency) && o.between_nodes.latency >= 0, "sim::run",
+                   "between_nodes.latency", o.between_nodes.latency, "must be finite and >= 0 (seconds)");
+    require_option(o.between_nodes.bandwidth > 0 && !std::isnan(o.between_nodes.bandwidth), "sim::run",
+                   "between_nodes.bandwidth", o.between_nodes.bandwidth,
+                   "must be > 0 (bytes per second; infinity for a free network)");
+  }
   require_option(o.slowdown.empty() || o.slowdown.size() == static_cast<std::size_t>(o.workers), "sim::run",
                  "slowdown.size()", o.slowdown.size(), "must be 0 or the number of workers");
   for (std::size_t r = 0; r < o.slowdown.size(); ++r)
@@ -156,7 +189,9 @@ inline EngineOptions sim_engine_options(const sim::Options& o) {
                  "server_seconds_per_update", o.server_seconds_per_update, "must be finite and >= 0 (seconds)");
   return {.workers = o.workers,
           .mode = Mode::virtual_time,
-          .cost = {.latency = o.network.latency, .bandwidth = o.network.bandwidth},
+          .cost = {.link = {o.network.latency, o.network.bandwidth},
+                   .between = {o.between_nodes.latency, o.between_nodes.bandwidth},
+                   .node_size = o.workers_per_node},
           .time_factor = o.slowdown,
           .jitter = o.jitter,
           .seed = o.seed,

@@ -43,6 +43,12 @@ struct Report {
 class Comm : public detail::LocalComm {
  public:
   using LocalComm::LocalComm;
+  /// Collective over this communicator's workers (MPI_Comm_split): those that pass the same
+  /// color (>= 0) get a communicator over just them, ranked by (key, rank here).
+  Comm split(int color, int key) { return Comm(split_seat(color, key)); }
+
+ private:
+  explicit Comm(LocalComm c) : LocalComm(c) {}
 };
 
 /// Runs fn(comm) on `workers` threads; returns when all have returned. A worker that throws

@@ -1,8 +1,8 @@
 // slowmo/core/communicator.hpp — the Communicator concept: what every distributed
 // algorithm may ask of the workers' transport, and nothing more. Algorithms are written
 // against this concept only; backends (comm/simulator.hpp, comm/threads.hpp, comm/mpi.hpp,
-// and the NCCL one) model it. Refinements (GatherCommunicator) add what only some
-// algorithms need, so that an algorithm asks for exactly what it uses.
+// and the NCCL one) model it. Refinements (GatherCommunicator, SplitCommunicator) add what
+// only some algorithms need, so that an algorithm asks for exactly what it uses.
 #pragma once
 
 #include <concepts>
@@ -113,6 +113,31 @@ consteval bool check_gather_communicator() {
                   "slowmo: not a GatherCommunicator: it needs, for float, double, std::int32_t and std::uint8_t "
                   "spans, `all_gather(send, recv)` and `all_gather_v(send, recv, counts) -> std::size_t`");
     return GatherCommunicator<C>;
+  }
+}
+
+/// A Communicator whose workers can form groups: `split(color, key)` is a collective over
+/// this communicator (MPI_Comm_split semantics) that returns, to every worker, a
+/// communicator of the same type over the workers that passed the same color, ranked by
+/// (key, rank here). Colors must be >= 0; a negative one fails every worker of the split
+/// with comm_error naming the workers (there is no "undefined" color). The new communicator
+/// is independent of this one (its collectives and messages never meet this one's), models
+/// the same concepts, and every algorithm runs on it unchanged; it may be split again.
+template <class C>
+concept SplitCommunicator = Communicator<C> && requires(C& c, int color, int key) {
+  { c.split(color, key) } -> std::same_as<C>;
+};
+
+/// `static_assert(check_split_communicator<C>())` names what is missing.
+template <class C>
+consteval bool check_split_communicator() {
+  if constexpr (!Communicator<C>) {
+    return check_communicator<C>();
+  } else {
+    static_assert(SplitCommunicator<C>,
+                  "slowmo: not a SplitCommunicator: it needs `split(color, key)` returning a communicator of the "
+                  "same type over the workers of one color");
+    return SplitCommunicator<C>;
   }
 }
 

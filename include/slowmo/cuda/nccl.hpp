@@ -42,6 +42,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -265,6 +266,47 @@ class Nccl {
     agree(Kind::barrier, 0, 0, 0, /*always=*/true);
   }
 
+  /// SplitCommunicator (core/communicator.hpp): collective; ncclCommSplit over this
+  /// communicator, with the host channel split alike. The workers first learn everyone's
+  /// (color, key) over the host channel, so a negative color (NCCL_SPLIT_NOCOLOR included)
+  /// fails every worker, naming the workers, before NCCL is asked; the result is on the same
+  /// device, with this one's options.
+  Nccl split(int color, int key) {
+    check_device("split");
+    agree(Kind::split, 0, 0, 0, /*always=*/true);
+    std::vector<std::int64_t> v(2 * std::size_t(size_), std::numeric_limits<std::int64_t>::min());
+    v[2 * std::size_t(rank_)] = color;
+    v[2 * std::size_t(rank_) + 1] = key;
+    link_->all_max(v);
+    std::string bad;
+    int listed = 0, rank = 0, size = 0;
+    for (int q = 0; q < size_; ++q) {
+      const std::int64_t c = v[2 * std::size_t(q)], k = v[2 * std::size_t(q) + 1];
+      if (c < 0 && listed++ < 8) bad += slowmo::detail::concat(listed > 1 ? ", " : "", "worker ", q, " color ", c);
+      if (c != color) continue;
+      ++size;
+      if (k < key || (k == key && q < rank_)) ++rank;  // MPI_Comm_split's order: (key, old rank)
+    }
+    if (listed > 8) bad += ", ...";
+    if (!bad.empty())
+      throw comm_error(slowmo::detail::concat("slowmo::cuda::Nccl: split: a color must be >= 0, but ", bad,
+                                              " (every worker of a split joins the group of its color; there is no "
+                                              "'undefined' color)"));
+    std::unique_ptr<detail::HostLink> link = link_->split(color, rank, size);
+    ncclComm_t sub = nullptr;
+    detail::check_nccl(ncclCommSplit(comm_, color, key, &sub, nullptr), "ncclCommSplit", " (worker ", rank_,
+                       ", color ", color, ", key ", key, ")");
+    int nccl_rank = -1, nccl_size = -1;
+    detail::check_nccl(ncclCommUserRank(sub, &nccl_rank), "ncclCommUserRank");
+    detail::check_nccl(ncclCommCount(sub, &nccl_size), "ncclCommCount");
+    Nccl out(sub, rank, size, device_, std::move(link), options_);
+    if (nccl_rank != rank || nccl_size != size)
+      throw comm_error(slowmo::detail::concat("slowmo::cuda::Nccl: split: worker ", rank_, " is rank ", nccl_rank,
+                                              " of ", nccl_size, " in NCCL's group, but rank ", rank, " of ", size,
+                                              " by MPI_Comm_split's order"));
+    return out;
+  }
+
   /// Wall-clock seconds since this communicator was made.
   double now() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
 
@@ -278,7 +320,15 @@ class Nccl {
   }
 
  private:
-  enum class Kind : std::int64_t { all_reduce_sum = 1, all_reduce_mean, broadcast, barrier, all_gather, all_gather_v };
+  enum class Kind : std::int64_t {
+    all_reduce_sum = 1,
+    all_reduce_mean,
+    broadcast,
+    barrier,
+    all_gather,
+    all_gather_v,
+    split
+  };
 
   static const char* kind_name(std::int64_t k) {
     switch (static_cast<Kind>(k)) {
@@ -288,6 +338,7 @@ class Nccl {
       case Kind::barrier: return "barrier";
       case Kind::all_gather: return "all_gather";
       case Kind::all_gather_v: return "all_gather_v";
+      case Kind::split: return "split";
     }
     return "?";
   }

@@ -37,6 +37,8 @@ void check_mpi(int code, const char* call, const Parts&... parts) {
 class MpiLink final : public HostLink {
  public:
   explicit MpiLink(MPI_Comm comm) { check_mpi(MPI_Comm_dup(comm, &comm_), "MPI_Comm_dup"); }
+  struct Adopt {};
+  MpiLink(MPI_Comm owned, Adopt) : comm_(owned) {}
   ~MpiLink() override {
     for (auto& p : pending_) MPI_Wait(&p.request, MPI_STATUS_IGNORE);
     MPI_Comm_free(&comm_);
@@ -60,6 +62,11 @@ class MpiLink final : public HostLink {
   }
   void all_max(std::span<std::int64_t> v) override {
     check_mpi(MPI_Allreduce(MPI_IN_PLACE, v.data(), int(v.size()), MPI_INT64_T, MPI_MAX, comm_), "MPI_Allreduce");
+  }
+  std::unique_ptr<HostLink> split(int color, int rank, int) override {
+    MPI_Comm sub = MPI_COMM_NULL;
+    check_mpi(MPI_Comm_split(comm_, color, rank, &sub), "MPI_Comm_split");
+    return std::make_unique<MpiLink>(sub, Adopt{});
   }
 
  private:

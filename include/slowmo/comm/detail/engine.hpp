@@ -92,31 +92,48 @@ inline std::size_t size_of(DType t) {
   return 0;
 }
 
-/// Communication cost model of the simulator (the engine charges it in virtual-time mode).
-struct CostModel {
-  double latency = 0;  // seconds per message
+/// One kind of network link: every message costs latency + bytes / bandwidth.
+struct Link {
+  double latency = 0;                                          // seconds per message
   double bandwidth = std::numeric_limits<double>::infinity();  // bytes per second
 
   double transfer(double bytes) const { return bytes / bandwidth; }
-  /// One point-to-point message.
   double message(std::size_t bytes) const { return latency + transfer(double(bytes)); }
+};
+
+/// Communication cost model of the simulator (the engine charges it in virtual-time mode).
+/// Workers sit on nodes of node_size consecutive ranks (0: one flat network); a message
+/// between two workers takes the link between them (`link` inside a node, `between`
+/// across nodes). A collective runs over its members as the algorithm named below, in
+/// steps taken by every member at once, so each step is as slow as the slowest link the
+/// collective uses: `between` as soon as its members span two nodes, `link` otherwise.
+struct CostModel {
+  Link link{};      // inside a node (every link when node_size is 0)
+  Link between{};   // between nodes
+  int node_size = 0;
+
+  int node(int worker) const { return node_size > 0 ? worker / node_size : 0; }
+  const Link& link_between(int a, int b) const { return node(a) == node(b) ? link : between; }
+  /// The lowest latency of any link: no message arrives sooner after it leaves.
+  double min_latency() const { return node_size > 0 ? std::min(link.latency, between.latency) : link.latency; }
+
   /// Ring all-reduce: 2(m-1) steps, each sending bytes/m.
-  double all_reduce(std::size_t bytes, int m) const {
+  static double all_reduce(const Link& l, std::size_t bytes, int m) {
     if (m <= 1) return 0;
-    return 2.0 * (m - 1) * latency + transfer(2.0 * (m - 1) / m * double(bytes));
+    return 2.0 * (m - 1) * l.latency + l.transfer(2.0 * (m - 1) / m * double(bytes));
   }
   /// Ring all-gather of blocks adding up to `total_bytes`: m-1 steps in which every worker
   /// passes one block to its successor, so (m-1)/m of the total crosses each link. Exact for
   /// equal blocks; with unequal ones a real ring waits for the largest block of each step,
   /// so this is the load-balanced bound.
-  double all_gather(std::size_t total_bytes, int m) const {
+  static double all_gather(const Link& l, std::size_t total_bytes, int m) {
     if (m <= 1) return 0;
-    return (m - 1) * latency + transfer(double(m - 1) / m * double(total_bytes));
+    return (m - 1) * l.latency + l.transfer(double(m - 1) / m * double(total_bytes));
   }
   /// Binomial-tree broadcast: ceil(log2 m) rounds of one full message.
-  double broadcast(std::size_t bytes, int m) const { return rounds(m) * message(bytes); }
+  static double broadcast(const Link& l, std::size_t bytes, int m) { return rounds(m) * l.message(bytes); }
   /// Dissemination barrier: ceil(log2 m) rounds of an empty message.
-  double barrier(int m) const { return rounds(m) * latency; }
+  static double barrier(const Link& l, int m) { return rounds(m) * l.latency; }
   static int rounds(int m) {
     int r = 0;
     while ((1 << r) < m) ++r;
@@ -179,12 +196,31 @@ struct Failure {
   std::exception_ptr error{};   ///< the exception itself, to rethrow
 };
 
+/// Where a communicator's call comes from: the worker (its index in the run, which keys its
+/// clock, statistics and faults), the group of workers the communicator spans (0: all of
+/// them) and the worker's rank in that group.
+struct Seat {
+  int worker = 0;
+  int group = 0;
+  int rank = 0;
+};
+
+/// What split() gives a worker: its new group, its rank there and the group's size.
+struct SplitResult {
+  int group = 0;
+  int rank = 0;
+  int size = 0;
+};
+
 class Engine {
  public:
   explicit Engine(EngineOptions o) : opt_(std::move(o)), m_(opt_.workers), workers_(static_cast<std::size_t>(m_)) {
     channels_.resize(static_cast<std::size_t>(m_) * static_cast<std::size_t>(m_));
-    slot_.bufs.resize(static_cast<std::size_t>(m_));
-    slot_.gather.resize(static_cast<std::size_t>(m_));  // once: gathers allocate nothing
+    auto world = std::make_unique<Group>();
+    world->members.resize(static_cast<std::size_t>(m_));
+    for (int r = 0; r < m_; ++r) world->members[static_cast<std::size_t>(r)] = r;
+    world->init(opt_.cost);
+    groups_.push_back(std::move(world));
     for (int r = 0; r < m_; ++r) {
       Worker& w = workers_[static_cast<std::size_t>(r)];
       w.factor = opt_.time_factor.empty() ? 1.0 : opt_.time_factor[static_cast<std::size_t>(r)];
@@ -249,24 +285,34 @@ class Engine {
     std::lock_guard lk(mu_);
     return model_.stats;
   }
-  /// The ranks that have left the run so far (returned or failed), in the order they left.
-  /// On threads: in wall-clock order. On the simulator: those that left at a virtual time
-  /// up to worker r's clock, by (time, rank); the call first lets every worker that is
-  /// behind r in virtual time run, so none can still leave before r's clock.
-  std::vector<int> departed(int r) {
+  /// The members of the seat's group that have left the run so far (returned or failed),
+  /// by their rank in the group, in the order they left. On threads: in wall-clock order. On
+  /// the simulator: those that left at a virtual time up to the worker's clock, by (time,
+  /// worker); the call first lets every worker that is behind in virtual time run, so none
+  /// can still leave before its clock.
+  std::vector<int> departed(const Seat& at) {
     std::unique_lock lk(mu_);
-    if (opt_.mode == Mode::parallel) return departed_;
-    hand_over(lk, r);  // r stays runnable: it resumes once it is the earliest again
-    wait_for_turn(lk, r);
-    const double now = worker(r).clock;
+    const int r = at.worker;
     std::vector<int> out;
-    for (int q : departed_)
-      if (worker(q).clock <= now) out.push_back(q);
-    std::stable_sort(out.begin(), out.end(), [&](int a, int b) {
-      const double ta = worker(a).clock, tb = worker(b).clock;
-      return ta < tb || (ta == tb && a < b);
-    });
-    return out;
+    if (opt_.mode == Mode::parallel) {
+      out = departed_;
+    } else {
+      hand_over(lk, r);  // r stays runnable: it resumes once it is the earliest again
+      wait_for_turn(lk, r);
+      const double now = worker(r).clock;
+      for (int q : departed_)
+        if (worker(q).clock <= now) out.push_back(q);
+      std::stable_sort(out.begin(), out.end(), [&](int a, int b) {
+        const double ta = worker(a).clock, tb = worker(b).clock;
+        return ta < tb || (ta == tb && a < b);
+      });
+    }
+    if (at.group == 0) return out;
+    const Group& g = group(at.group);
+    std::vector<int> ranks;
+    for (int q : out)
+      if (const int k = g.rank_of(q); k >= 0) ranks.push_back(k);
+    return ranks;
   }
 
   // ---- clocks ------------------------------------------------------------------------
@@ -307,28 +353,39 @@ class Engine {
 
   // ---- collectives -------------------------------------------------------------------
 
+  // A collective meets the other members of the seat's group; roots and results are by
+  // rank in the group.
   template <class T>
-  void all_reduce(int r, std::span<T> buf, ReduceOp op) {
-    collective(r, op == ReduceOp::sum ? Kind::all_reduce_sum : Kind::all_reduce_mean, dtype_of<T>(), buf.data(),
+  void all_reduce(const Seat& at, std::span<T> buf, ReduceOp op) {
+    collective(at, op == ReduceOp::sum ? Kind::all_reduce_sum : Kind::all_reduce_mean, dtype_of<T>(), buf.data(),
                buf.size(), -1);
   }
   template <class T>
-  void broadcast(int r, std::span<T> buf, int root) {
-    collective(r, Kind::broadcast, dtype_of<T>(), buf.data(), buf.size(), root);
+  void broadcast(const Seat& at, std::span<T> buf, int root) {
+    collective(at, Kind::broadcast, dtype_of<T>(), buf.data(), buf.size(), root);
   }
-  void barrier(int r) { collective(r, Kind::barrier, DType::f64, nullptr, 0, -1); }
+  void barrier(const Seat& at) { collective(at, Kind::barrier, DType::f64, nullptr, 0, -1); }
 
-  /// Every worker's send, in rank order, into every worker's recv (of size() * send.size()).
+  /// Every member's send, in rank order, into every member's recv (of size() * send.size()).
   template <class T>
-  void all_gather(int r, std::span<const T> send, std::span<T> recv) {
+  void all_gather(const Seat& at, std::span<const T> send, std::span<T> recv) {
     const GatherPart part{send.data(), send.size(), recv.data(), recv.size(), nullptr, 0};
-    collective(r, Kind::all_gather, dtype_of<T>(), nullptr, send.size(), -1, &part);
+    collective(at, Kind::all_gather, dtype_of<T>(), nullptr, send.size(), -1, &part);
   }
-  /// The same with a size per worker, written to counts; returns the total.
+  /// The same with a size per member, written to counts; returns the total.
   template <class T>
-  std::size_t all_gather_v(int r, std::span<const T> send, std::span<T> recv, std::span<std::size_t> counts) {
+  std::size_t all_gather_v(const Seat& at, std::span<const T> send, std::span<T> recv, std::span<std::size_t> counts) {
     const GatherPart part{send.data(), send.size(), recv.data(), recv.size(), counts.data(), counts.size()};
-    return collective(r, Kind::all_gather_v, dtype_of<T>(), nullptr, send.size(), -1, &part);
+    return collective(at, Kind::all_gather_v, dtype_of<T>(), nullptr, send.size(), -1, &part);
+  }
+
+  /// Collective over the seat's group (MPI_Comm_split semantics): the members with the same
+  /// color form a new group, ranked by (key, rank in the old group). Colors must be >= 0;
+  /// a negative one fails every member, naming the workers that passed one.
+  SplitResult split(const Seat& at, int color, int key) {
+    SplitArgs args{color, key, {}};
+    collective(at, Kind::split, DType::f64, &args, 0, -1);
+    return args.result;
   }
 
   // ---- the shared model --------------------------------------------------------------
@@ -337,13 +394,16 @@ class Engine {
   /// (the others stay with their callers, who destroy them). Null servers, different element
   /// types or sizes, and a second host_model fail on every worker, naming them.
   template <class T>
-  void host_model(int r, std::unique_ptr<ModelServer<T>>& server) {
-    collective(r, Kind::host_model, dtype_of<T>(), server ? static_cast<void*>(&server) : nullptr,
+  void host_model(const Seat& at, std::unique_ptr<ModelServer<T>>& server) {
+    require_world(at, "host_model");
+    collective(at, Kind::host_model, dtype_of<T>(), server ? static_cast<void*>(&server) : nullptr,
                server ? server->size() : 0, -1);
   }
 
   template <class T>
-  Pulled pull(int r, std::span<T> x) {
+  Pulled pull(const Seat& at, std::span<T> x) {
+    require_world(at, "pull");
+    const int r = at.worker;
     std::unique_lock lk(mu_);
     throw_if_aborted();
     count_call(r, "pull");
@@ -353,7 +413,7 @@ class Engine {
     if (opt_.mode == Mode::parallel) {
       serve_pull(r);
     } else {  // the request reaches the server latency after it leaves (a small message)
-      post_event(r, Kind::pull, (w.clock + w.delay) + opt_.cost.latency);
+      post_event(r, Kind::pull, (w.clock + w.delay) + server_link(r).latency);
       suspend(lk, r);
     }
     rethrow_server_failure(w);
@@ -361,7 +421,9 @@ class Engine {
   }
 
   template <class T>
-  Pushed push(int r, std::span<const T> d) {
+  Pushed push(const Seat& at, std::span<const T> d) {
+    require_world(at, "push");
+    const int r = at.worker;
     std::unique_lock lk(mu_);
     throw_if_aborted();
     count_call(r, "push");
@@ -371,7 +433,8 @@ class Engine {
     if (opt_.mode == Mode::parallel) {
       apply_push(r);
     } else {  // the push reaches the server latency + bytes / bandwidth after it leaves
-      post_event(r, Kind::push, ((w.clock + w.delay) + opt_.cost.latency) + opt_.cost.transfer(double(model_bytes())));
+      const Link& l = server_link(r);
+      post_event(r, Kind::push, ((w.clock + w.delay) + l.latency) + l.transfer(double(model_bytes())));
       suspend(lk, r);
     }
     rethrow_server_failure(w);
@@ -380,26 +443,31 @@ class Engine {
 
   // ---- point to point ----------------------------------------------------------------
 
+  /// dest and source are ranks in the seat's group; a message is received only by an
+  /// exchange on the group it was sent on (as MPI keeps communicators apart).
   template <class T>
-  double exchange(int r, std::span<const T> out, double weight, int dest, std::span<T> in, int source) {
+  double exchange(const Seat& at, std::span<const T> out, double weight, int dest, std::span<T> in, int source) {
+    const int r = at.worker;
     std::unique_lock lk(mu_);
     throw_if_aborted();
     count_call(r, "exchange");
-    check_peer(r, dest, "dest");
-    check_peer(r, source, "source");
+    const Group& g = group(at.group);
+    check_peer(at, g.size(), dest, "dest");
+    check_peer(at, g.size(), source, "source");
+    const int to = g.members[static_cast<std::size_t>(dest)], from = g.members[static_cast<std::size_t>(source)];
     Worker& w = worker(r);
-    post(r, dest, dtype_of<T>(), out.data(), out.size(), weight);
-    w.op = Op{Kind::receive, dtype_of<T>(), in.size(), source, ++op_seq_};
+    post(r, to, at.group, dtype_of<T>(), out.data(), out.size(), weight);
+    w.op = Op{Kind::receive, dtype_of<T>(), in.size(), from, ++op_seq_, at.group};
     w.recv_buf = in.data();
     w.recv_weight = 0;
     w.status = Status::blocked;
     ++blocked_;
     // The message from `source` may be there already; and `dest` may be waiting for ours.
-    try_deliver(source, r);
-    try_deliver(r, dest);
-    if (w.status == Status::blocked && departs_for_good(source) && channel(source, r).empty())
-      fail_waiting(r, concat("slowmo: worker ", r, ": exchange waits for a message from ", departure_of(source),
-                             ", which has left the run"), worker(source).clock);
+    try_deliver(from, r);
+    try_deliver(r, to);
+    if (w.status == Status::blocked && departs_for_good(from) && !has_message(from, r, at.group))
+      fail_waiting(r, concat("slowmo: worker ", r, ": exchange waits for a message from ", departure_of(from),
+                             ", which has left the run"), worker(from).clock);
     suspend(lk, r);
     return w.recv_weight;
   }
@@ -415,6 +483,7 @@ class Engine {
     all_gather,
     all_gather_v,
     host_model,
+    split,
     receive,
     pull,  // waiting for a pull event (simulator)
     push   // waiting for a push event (simulator)
@@ -429,6 +498,7 @@ class Engine {
       case Kind::all_gather: return "all_gather";
       case Kind::all_gather_v: return "all_gather_v";
       case Kind::host_model: return "host_model";
+      case Kind::split: return "split";
       case Kind::receive: return "exchange";
       case Kind::pull: return "pull";
       case Kind::push: return "push";
@@ -459,8 +529,9 @@ class Engine {
     Kind kind = Kind::none;
     DType type = DType::f32;
     std::size_t count = 0;  // of a gather: what this worker sends
-    int peer = -1;  // root of a broadcast, source of a receive
+    int peer = -1;  // root of a broadcast (rank in the group), source of a receive (worker)
     std::uint64_t seq = 0;
+    int group = 0;  // where a collective meets, or which group's messages a receive takes
   };
 
   struct Worker {
@@ -520,6 +591,7 @@ class Engine {
     DType type = DType::f32;
     double weight = 0;
     double arrival = 0;
+    int group = 0;  // the group it was sent on
   };
 
   /// FIFO of messages from one worker to another; slots are recycled.
@@ -531,8 +603,16 @@ class Engine {
       if (used == q.size()) q.emplace_back();
       return q[used++];
     }
-    Message& front() { return q[head]; }
-    void pop() {
+    /// The oldest message sent on group g, or null.
+    Message* first_of(int g) {
+      for (std::size_t i = head; i < used; ++i)
+        if (q[i].group == g) return &q[i];
+      return nullptr;
+    }
+    /// Removes a message first_of returned: the older ones (of other groups) keep their order.
+    void take(Message* m) {
+      const auto i = static_cast<std::size_t>(m - q.data());
+      std::rotate(q.begin() + std::ptrdiff_t(head), q.begin() + std::ptrdiff_t(i), q.begin() + std::ptrdiff_t(i + 1));
       if (++head == used) head = used = 0;
     }
   };
@@ -549,15 +629,58 @@ class Engine {
 
   struct Slot {
     Op op;
-    int first_rank = 0;
+    int first_rank = 0;  // the worker that arrived first
     int arrived = 0;
     double latest = 0;
     std::string error;
-    std::vector<void*> bufs;
-    std::vector<GatherPart> gather;  // per worker, for all-gathers
+    std::vector<void*> bufs;         // per rank in the group
+    std::vector<GatherPart> gather;  // per rank in the group, for all-gathers
+    void clear() {
+      arrived = 0;
+      error.clear();
+      std::fill(bufs.begin(), bufs.end(), nullptr);
+      std::fill(gather.begin(), gather.end(), GatherPart{});
+    }
+  };
+
+  /// A split's arguments and result, on its caller's stack while the collective runs.
+  struct SplitArgs {
+    int color = 0, key = 0;
+    SplitResult result;
+  };
+
+  /// Workers that meet in collectives: every worker (group 0), or a split's group. Its
+  /// slot is its own, so collectives of different groups proceed independently.
+  struct Group {
+    std::vector<int> members;  // workers, by rank in the group
+    Slot slot;
+    const Link* link = nullptr;  // what its collectives cost: the slowest link they use
+    int size() const { return static_cast<int>(members.size()); }
+    int rank_of(int w) const {
+      const auto it = std::find(members.begin(), members.end(), w);
+      return it == members.end() ? -1 : static_cast<int>(it - members.begin());
+    }
+    void init(const CostModel& cost) {
+      slot.bufs.resize(members.size());
+      slot.gather.resize(members.size());  // once: gathers allocate nothing
+      bool one_node = true;
+      for (int w : members) one_node = one_node && cost.node(w) == cost.node(members.front());
+      link = one_node ? &cost.link : &cost.between;
+    }
   };
 
   Worker& worker(int r) { return workers_[static_cast<std::size_t>(r)]; }
+  Group& group(int g) { return *groups_[static_cast<std::size_t>(g)]; }
+  const Group& group(int g) const { return *groups_[static_cast<std::size_t>(g)]; }
+  /// The shared model's server sits beside worker 0.
+  const Link& server_link(int r) const { return opt_.cost.link_between(r, 0); }
+  void require_world(const Seat& at, const char* what) const {
+    if (at.group != 0)
+      throw usage_error(concat("slowmo: worker ", at.worker, ": ", what,
+                               " on a communicator from split(): the shared model is hosted by all the workers; "
+                               "call it on the communicator the run handed out"));
+  }
+  bool has_message(int src, int dst, int g) { return channel(src, dst).first_of(g) != nullptr; }
   Channel& channel(int src, int dst) {
     return channels_[static_cast<std::size_t>(src) * static_cast<std::size_t>(m_) + static_cast<std::size_t>(dst)];
   }
@@ -583,140 +706,203 @@ class Engine {
       throw injected_fault(concat("slowmo: injected fault: worker ", r, " fails at its communication call ", w.calls,
                                   " (", op, ")"));
   }
-  void check_peer(int r, int peer, const char* what) const {
-    if (peer < 0 || peer >= m_)
-      throw comm_error(concat("slowmo: worker ", r, ": exchange ", what, " = ", peer, " is out of range [0, ", m_,
-                              ")"));
-    if (peer == r)
+  static void check_peer(const Seat& at, int n, int peer, const char* what) {
+    const int r = at.worker;
+    if (peer < 0 || peer >= n)
+      throw comm_error(concat("slowmo: worker ", r, ": exchange ", what, " = ", peer, " is out of range [0, ", n,
+                              ")", at.group ? " (the ranks of its communicator from split())" : ""));
+    if (peer == at.rank)
       throw comm_error(concat("slowmo: worker ", r, ": exchange ", what, " = ", peer,
                               " is the worker itself; a worker cannot exchange with itself"));
   }
 
-  // Collective slot: the last arrival completes the operation for everyone. Returns the
-  // total of an all-gather.
-  std::size_t collective(int r, Kind kind, DType type, void* data, std::size_t count, int root,
+  // Collective slot of the seat's group: the last arrival completes the operation for
+  // every member. Returns the total of an all-gather.
+  std::size_t collective(const Seat& at, Kind kind, DType type, void* data, std::size_t count, int root,
                          const GatherPart* part = nullptr) {
+    const int r = at.worker;
     std::unique_lock lk(mu_);
+    Group& g = group(at.group);
+    Slot& slot = g.slot;
+    const int n = g.size();
     // A collective that already failed fails its late arrivals with the same cause, even
     // once the first failures have aborted the run: every participant learns why.
-    if (slot_.arrived == 0 || slot_.error.empty()) throw_if_aborted();
+    if (slot.arrived == 0 || slot.error.empty()) throw_if_aborted();
     count_call(r, kind_name(kind));
-    if (opt_.on_failure == WorkerFailure::leave && !departed_.empty())  // it would never complete
-      throw comm_error(concat("slowmo: worker ", r, ": ", kind_name(kind), " needs every worker, but ",
-                              departed_description()));
-    if (kind == Kind::broadcast && (root < 0 || root >= m_))
-      throw comm_error(concat("slowmo: worker ", r, ": broadcast root ", root, " is out of range [0, ", m_, ")"));
+    if (opt_.on_failure == WorkerFailure::leave && member_departed(g))  // it would never complete
+      throw comm_error(concat("slowmo: worker ", r, ": ", kind_name(kind), " needs every ",
+                              at.group ? "member of its group" : "worker", ", but ", departed_description()));
+    if (kind == Kind::broadcast && (root < 0 || root >= n))
+      throw comm_error(concat("slowmo: worker ", r, ": broadcast root ", root, " is out of range [0, ", n, ")"));
     Worker& w = worker(r);
-    const Op op{kind, type, count, root, ++op_seq_};
-    if (slot_.arrived == 0) {
-      slot_.op = op;
-      slot_.first_rank = r;
-      slot_.latest = w.clock + w.delay;
-      slot_.error.clear();
-    } else if (slot_.error.empty()) {
-      slot_.error = mismatch(r, op);
+    const Op op{kind, type, count, root, ++op_seq_, at.group};
+    if (slot.arrived == 0) {
+      slot.op = op;
+      slot.first_rank = r;
+      slot.latest = w.clock + w.delay;
+      slot.error.clear();
+    } else if (slot.error.empty()) {
+      slot.error = mismatch(slot, r, op);
     }
-    slot_.bufs[static_cast<std::size_t>(r)] = data;
-    if (part) slot_.gather[static_cast<std::size_t>(r)] = *part;
-    slot_.latest = std::max(slot_.latest, w.clock + w.delay);  // a delayed worker's data arrives late
+    slot.bufs[static_cast<std::size_t>(at.rank)] = data;
+    if (part) slot.gather[static_cast<std::size_t>(at.rank)] = *part;
+    slot.latest = std::max(slot.latest, w.clock + w.delay);  // a delayed worker's data arrives late
     w.op = op;
     w.status = Status::blocked;
     ++blocked_;
-    if (++slot_.arrived == m_) complete_collective();
-    else if (!slot_.error.empty()) fail_waiting_collective();
+    if (++slot.arrived == n) complete_collective(g);
+    else if (!slot.error.empty()) fail_waiting_collective(g);
     suspend(lk, r);
     return w.gathered;
   }
+  /// Whether a member of g has left the run (WorkerFailure::leave).
+  bool member_departed(const Group& g) const {
+    if (departed_.empty()) return false;
+    if (&g == groups_.front().get()) return true;
+    for (int q : departed_)
+      if (g.rank_of(q) >= 0) return true;
+    return false;
+  }
 
-  std::string mismatch(int r, const Op& op) const {
-    const Op& first = slot_.op;
-    const int r0 = slot_.first_rank;
+  static std::string mismatch(const Slot& slot, int r, const Op& op) {
+    const Op& first = slot.op;
+    const int r0 = slot.first_rank;
     if (op.kind == Kind::host_model && first.kind == Kind::host_model) return {};  // judged at completion
+    if (op.kind == Kind::split && first.kind == Kind::split) return {};            // likewise
     auto describe = [](const Op& o) {
-      return concat(kind_name(o.kind), o.kind == Kind::barrier ? std::string()
-                                                             : concat(" of ", o.count, " ", name_of(o.type)),
+      const bool sized = o.kind != Kind::barrier && o.kind != Kind::split;
+      return concat(kind_name(o.kind), sized ? concat(" of ", o.count, " ", name_of(o.type)) : std::string(),
                     o.kind == Kind::broadcast ? concat(" from root ", o.peer) : std::string());
     };
     // An all-gather's sizes are judged at completion, with everyone's (gather_size_error).
     const bool same_count = op.count == first.count || (op.kind == first.kind && is_gather(op.kind));
     if (op.kind != first.kind || !same_count || op.type != first.type || op.peer != first.peer)
       return concat("slowmo: mismatched collective: worker ", r, " called ", describe(op), " while worker ", r0,
-                    " called ", describe(first),
+                    " called ", describe(first), op.group ? " on their communicator from split()" : "",
                     "; every worker must call the same collectives in the same order with the same sizes");
     return {};
   }
   /// A mismatch fails every participant: those already waiting now, later ones on arrival.
-  void fail_waiting_collective() {
-    for (int q = 0; q < m_; ++q) {
+  void fail_waiting_collective(Group& g) {
+    for (int q : g.members) {
       Worker& w = worker(q);
-      if (w.status == Status::blocked && is_collective(w.op.kind)) {
-        w.error = slot_.error;
+      if (w.status == Status::blocked && is_collective(w.op.kind) && w.op.group == g.slot.op.group) {
+        w.error = g.slot.error;
         make_runnable(q);
       }
     }
   }
 
-  void complete_collective() {
-    const Op op = slot_.op;
-    double done_at = slot_.latest;
-    if (slot_.error.empty()) {
+  void complete_collective(Group& g) {
+    Slot& slot = g.slot;
+    const Op op = slot.op;
+    const int n = g.size();
+    const Link& link = *g.link;
+    double done_at = slot.latest;
+    if (slot.error.empty()) {
       const std::size_t bytes = op.count * size_of(op.type);
       switch (op.kind) {
         case Kind::all_reduce_sum:
         case Kind::all_reduce_mean:
-          if (op.type == DType::f32) reduce<float>(op);
-          else reduce<double>(op);
-          done_at += opt_.cost.all_reduce(bytes, m_);
-          if (m_ > 1) {
-            const auto share = static_cast<std::uint64_t>(2.0 * (m_ - 1) / m_ * double(bytes));
-            for (int q = 0; q < m_; ++q) {
+          if (op.type == DType::f32) reduce<float>(slot, n);
+          else reduce<double>(slot, n);
+          done_at += CostModel::all_reduce(link, bytes, n);
+          if (n > 1) {
+            const auto share = static_cast<std::uint64_t>(2.0 * (n - 1) / n * double(bytes));
+            for (int q : g.members) {
               worker(q).bytes_sent += share;
-              worker(q).messages_sent += static_cast<std::uint64_t>(2 * (m_ - 1));
+              worker(q).messages_sent += static_cast<std::uint64_t>(2 * (n - 1));
             }
           }
           break;
         case Kind::broadcast:
-          for (int q = 0; q < m_; ++q)
-            if (q != op.peer && bytes > 0)
-              std::memcpy(slot_.bufs[static_cast<std::size_t>(q)], slot_.bufs[static_cast<std::size_t>(op.peer)],
-                          bytes);
-          done_at += opt_.cost.broadcast(bytes, m_);
-          account_broadcast(op.peer, bytes);
+          for (int k = 0; k < n; ++k)
+            if (k != op.peer && bytes > 0)
+              std::memcpy(slot.bufs[static_cast<std::size_t>(k)], slot.bufs[static_cast<std::size_t>(op.peer)], bytes);
+          done_at += CostModel::broadcast(link, bytes, n);
+          account_broadcast(g, op.peer, bytes);
           break;
-        case Kind::barrier: done_at += opt_.cost.barrier(m_); break;
+        case Kind::barrier: done_at += CostModel::barrier(link, n); break;
         case Kind::host_model:
-          slot_.error = host_model_error();
-          if (slot_.error.empty()) take_model(op.type, op.count);
-          done_at += opt_.cost.barrier(m_);  // it meets like a barrier
+          slot.error = host_model_error();
+          if (slot.error.empty()) take_model(op.type, op.count);
+          done_at += CostModel::barrier(link, n);  // it meets like a barrier
+          break;
+        case Kind::split:
+          slot.error = split_error(g);
+          if (slot.error.empty()) make_groups(g);
+          done_at += CostModel::all_gather(link, 2 * sizeof(int) * std::size_t(n), n);  // (color, key) from all
           break;
         case Kind::all_gather:
         case Kind::all_gather_v: {
-          const auto& parts = slot_.gather;
-          slot_.error = gather_size_error("slowmo", "worker", op.kind == Kind::all_gather_v, m_, name_of(op.type),
-                                          [&](int q) {
-                                            const GatherPart& p = parts[static_cast<std::size_t>(q)];
-                                            return GatherSizes{p.send_count, p.recv_count, p.counts_size};
-                                          });
-          if (!slot_.error.empty()) break;
-          const std::size_t total_bytes = gather(op);
-          done_at += opt_.cost.all_gather(total_bytes, m_);
-          account_all_gather(op, total_bytes);
+          const auto& parts = slot.gather;
+          slot.error = gather_size_error("slowmo", op.group ? "rank" : "worker", op.kind == Kind::all_gather_v, n,
+                                         name_of(op.type), [&](int k) {
+                                           const GatherPart& p = parts[static_cast<std::size_t>(k)];
+                                           return GatherSizes{p.send_count, p.recv_count, p.counts_size};
+                                         });
+          if (!slot.error.empty()) break;
+          const std::size_t total_bytes = gather(g, op);
+          done_at += CostModel::all_gather(link, total_bytes, n);
+          account_all_gather(g, op, total_bytes);
           break;
         }
         default: break;
       }
     }
-    for (int q = 0; q < m_; ++q) {
+    for (int q : g.members) {
       Worker& w = worker(q);
-      if (!slot_.error.empty()) w.error = slot_.error;
+      if (!slot.error.empty()) w.error = slot.error;
       if (w.status == Status::blocked) {
         if (opt_.mode == Mode::virtual_time) w.clock = done_at;
         make_runnable(q);
       }
     }
-    slot_.arrived = 0;
-    std::fill(slot_.bufs.begin(), slot_.bufs.end(), nullptr);
-    std::fill(slot_.gather.begin(), slot_.gather.end(), GatherPart{});
+    slot.clear();
+  }
+
+  /// Why a split cannot be made, or "": every color must be >= 0.
+  std::string split_error(const Group& g) const {
+    auto args = [&](int k) { return static_cast<const SplitArgs*>(g.slot.bufs[static_cast<std::size_t>(k)]); };
+    std::string bad;
+    int listed = 0;
+    for (int k = 0; k < g.size(); ++k)
+      if (args(k)->color < 0) {
+        if (listed++ == 8) {
+          bad += ", ...";
+          break;
+        }
+        bad += concat(listed > 1 ? ", " : "", "worker ", g.members[static_cast<std::size_t>(k)], " color ",
+                      args(k)->color);
+      }
+    if (bad.empty()) return {};
+    return concat("slowmo: split: a color must be >= 0, but ", bad,
+                  " (every worker of a split joins the group of its color; there is no 'undefined' color)");
+  }
+  /// The groups of a split of g: one per color, in increasing color order, its members
+  /// ranked by (key, rank in g); each member's SplitArgs receives its place.
+  void make_groups(const Group& g) {
+    const int n = g.size();
+    std::vector<int> order(static_cast<std::size_t>(n));
+    for (int k = 0; k < n; ++k) order[static_cast<std::size_t>(k)] = k;
+    auto args = [&](int k) { return static_cast<SplitArgs*>(g.slot.bufs[static_cast<std::size_t>(k)]); };
+    std::sort(order.begin(), order.end(), [&](int a, int b) {
+      const SplitArgs &x = *args(a), &y = *args(b);
+      if (x.color != y.color) return x.color < y.color;
+      if (x.key != y.key) return x.key < y.key;
+      return a < b;
+    });
+    for (std::size_t i = 0; i < order.size();) {
+      std::size_t j = i;
+      while (j < order.size() && args(order[j])->color == args(order[i])->color) ++j;
+      auto made = std::make_unique<Group>();
+      for (std::size_t k = i; k < j; ++k) made->members.push_back(g.members[static_cast<std::size_t>(order[k])]);
+      made->init(opt_.cost);
+      const int id = static_cast<int>(groups_.size());
+      for (std::size_t k = i; k < j; ++k) args(order[k])->result = {id, static_cast<int>(k - i), static_cast<int>(j - i)};
+      groups_.push_back(std::move(made));
+      i = j;
+    }
   }
 
   /// "worker 1<describe(1)>, worker 3<describe(3)>" (at most 8 named) for the q where pick(q) holds.
@@ -737,7 +923,7 @@ class Engine {
 
   /// Why host_model cannot host, judged from every worker's server, or "".
   std::string host_model_error() const {
-    auto null = [&](int q) { return slot_.bufs[static_cast<std::size_t>(q)] == nullptr; };
+    auto null = [&](int q) { return groups_.front()->slot.bufs[static_cast<std::size_t>(q)] == nullptr; };
     auto none = [](int) { return std::string(); };
     for (int q = 0; q < m_; ++q)
       if (null(q))
@@ -768,8 +954,8 @@ class Engine {
     model_.size = size;
     model_.f32.reset();
     model_.f64.reset();
-    if (type == DType::f32) model_.f32 = std::move(*static_cast<std::unique_ptr<ModelServer<float>>*>(slot_.bufs[0]));
-    else model_.f64 = std::move(*static_cast<std::unique_ptr<ModelServer<double>>*>(slot_.bufs[0]));
+    if (type == DType::f32) model_.f32 = std::move(*static_cast<std::unique_ptr<ModelServer<float>>*>(groups_.front()->slot.bufs[0]));
+    else model_.f64 = std::move(*static_cast<std::unique_ptr<ModelServer<double>>*>(groups_.front()->slot.bufs[0]));
     model_.version = type == DType::f32 ? model_.f32->initial_version() : model_.f64->initial_version();
     for (Worker& w : workers_) w.has_pulled = false, w.pull_version = 0, w.own_since_pull = 0;
   }
@@ -862,10 +1048,11 @@ class Engine {
       const double done = start + opt_.server_seconds;
       model_.free_at = done;
       apply_push(e.rank);
-      w.clock = done + opt_.cost.latency;
+      w.clock = done + server_link(e.rank).latency;
     } else {
       serve_pull(e.rank);
-      w.clock = (start + opt_.cost.transfer(double(model_bytes()))) + opt_.cost.latency;
+      const Link& l = server_link(e.rank);
+      w.clock = (start + l.transfer(double(model_bytes()))) + l.latency;
     }
     make_runnable(e.rank);
   }
@@ -881,7 +1068,7 @@ class Engine {
   /// O(log events) per event served; nothing allocates (events_ holds one per worker at most).
   void settle_events() {
     if (aborted_ || events_.empty()) return;
-    const double L = opt_.cost.latency;
+    const double L = opt_.cost.min_latency();
     bool any = false;
     double bound_time = 0, min_clock = 0;
     int bound_rank = 0, blocked_rank = -1;
@@ -945,21 +1132,20 @@ class Engine {
   /// message left to deliver, fail.
   void release_waiting_on(int r) {
     const double at = worker(r).clock;
-    if (slot_.arrived > 0) {
-      for (int q = 0; q < m_; ++q) {
+    for (std::size_t id = 0; id < groups_.size(); ++id) {
+      Group& g = *groups_[id];
+      if (g.slot.arrived == 0 || g.rank_of(r) < 0) continue;
+      for (int q : g.members) {
         const Worker& w = workers_[static_cast<std::size_t>(q)];
-        if (w.status == Status::blocked && is_collective(w.op.kind))
-          fail_waiting(q, concat("slowmo: worker ", q, ": ", kind_name(w.op.kind), " needs every worker, but ",
-                                 departed_description()), at);
+        if (w.status == Status::blocked && is_collective(w.op.kind) && w.op.group == int(id))
+          fail_waiting(q, concat("slowmo: worker ", q, ": ", kind_name(w.op.kind), " needs every ",
+                                 id ? "member of its group" : "worker", ", but ", departed_description()), at);
       }
-      slot_.arrived = 0;
-      slot_.error.clear();
-      std::fill(slot_.bufs.begin(), slot_.bufs.end(), nullptr);
-      std::fill(slot_.gather.begin(), slot_.gather.end(), GatherPart{});
+      g.slot.clear();
     }
     for (int q = 0; q < m_; ++q) {
       const Worker& w = workers_[static_cast<std::size_t>(q)];
-      if (w.status == Status::blocked && w.op.kind == Kind::receive && w.op.peer == r && channel(r, q).empty())
+      if (w.status == Status::blocked && w.op.kind == Kind::receive && w.op.peer == r && !has_message(r, q, w.op.group))
         fail_waiting(q, concat("slowmo: worker ", q, ": exchange waits for a message from ", departure_of(r),
                                ", which has left the run"), at);
     }
@@ -977,41 +1163,43 @@ class Engine {
   /// Sum in rank order: out = ((b0 + b1) + b2) + ..., then / m for the mean, then written
   /// back to every worker's buffer. Bit-identical whichever thread runs it.
   template <class T>
-  void reduce(const Op& op) {
+  void reduce(const Slot& slot, int n) {
+    const Op& op = slot.op;
     auto& acc = scratch<T>();
     if (acc.size() < op.count) acc.resize(op.count);  // grows once; never shrinks
     T* out = acc.data();
-    const T* b0 = static_cast<const T*>(slot_.bufs[0]);
+    const T* b0 = static_cast<const T*>(slot.bufs[0]);
     std::copy(b0, b0 + op.count, out);
-    for (int q = 1; q < m_; ++q) {
-      const T* b = static_cast<const T*>(slot_.bufs[static_cast<std::size_t>(q)]);
+    for (int q = 1; q < n; ++q) {
+      const T* b = static_cast<const T*>(slot.bufs[static_cast<std::size_t>(q)]);
       for (std::size_t i = 0; i < op.count; ++i) out[i] += b[i];
     }
     if (op.kind == Kind::all_reduce_mean) {
-      const T m = static_cast<T>(m_);
+      const T m = static_cast<T>(n);
       for (std::size_t i = 0; i < op.count; ++i) out[i] /= m;
     }
-    for (int q = 0; q < m_; ++q) std::copy(out, out + op.count, static_cast<T*>(slot_.bufs[static_cast<std::size_t>(q)]));
+    for (int q = 0; q < n; ++q) std::copy(out, out + op.count, static_cast<T*>(slot.bufs[static_cast<std::size_t>(q)]));
   }
   /// Copies every worker's block into every worker's recv, in rank order, and fills counts;
   /// returns the total bytes. Straight from send to recv: no staging, no allocation.
-  std::size_t gather(const Op& op) {
+  std::size_t gather(Group& g, const Op& op) {
     const std::size_t elem = size_of(op.type);
+    const int n = g.size();
     std::size_t total = 0;
-    for (const GatherPart& q : slot_.gather) total += q.send_count;
-    for (int p = 0; p < m_; ++p) {
-      GatherPart& dst = slot_.gather[static_cast<std::size_t>(p)];
+    for (const GatherPart& q : g.slot.gather) total += q.send_count;
+    for (int p = 0; p < n; ++p) {
+      GatherPart& dst = g.slot.gather[static_cast<std::size_t>(p)];
       auto* out = static_cast<unsigned char*>(dst.recv);
       std::size_t at = 0;
-      for (int q = 0; q < m_; ++q) {
-        const GatherPart& src = slot_.gather[static_cast<std::size_t>(q)];
+      for (int q = 0; q < n; ++q) {
+        const GatherPart& src = g.slot.gather[static_cast<std::size_t>(q)];
         const std::size_t bytes = src.send_count * elem;
         // In place (send is the worker's own block of recv): nothing to move.
         if (bytes > 0 && out + at != src.send) std::memcpy(out + at, src.send, bytes);
         at += bytes;
         if (dst.counts) dst.counts[q] = src.send_count;
       }
-      worker(p).gathered = total;
+      worker(g.members[static_cast<std::size_t>(p)]).gathered = total;
     }
     return total * elem;
   }
@@ -1020,13 +1208,14 @@ class Engine {
   /// the m - 1 steps it sends every block but its successor's (which the successor owns):
   /// the total less block q + 1. For equal blocks that is (m-1) blocks; summed over workers,
   /// (m-1) times the total, which is what CostModel::all_gather spreads over the m links.
-  void account_all_gather(const Op& op, std::size_t total_bytes) {
-    if (m_ <= 1) return;
+  void account_all_gather(const Group& g, const Op& op, std::size_t total_bytes) {
+    const int n = g.size();
+    if (n <= 1) return;
     const std::size_t elem = size_of(op.type);
-    for (int q = 0; q < m_; ++q) {
-      Worker& w = worker(q);
-      w.bytes_sent += total_bytes - slot_.gather[static_cast<std::size_t>((q + 1) % m_)].send_count * elem;
-      w.messages_sent += static_cast<std::uint64_t>(m_ - 1);
+    for (int q = 0; q < n; ++q) {
+      Worker& w = worker(g.members[static_cast<std::size_t>(q)]);
+      w.bytes_sent += total_bytes - g.slot.gather[static_cast<std::size_t>((q + 1) % n)].send_count * elem;
+      w.messages_sent += static_cast<std::uint64_t>(n - 1);
     }
   }
 
@@ -1036,20 +1225,21 @@ class Engine {
     else return scratch_f64_;
   }
 
-  void account_broadcast(int root, std::size_t bytes) {
+  void account_broadcast(const Group& g, int root, std::size_t bytes) {
     // Binomial tree over ranks relative to the root: relative rank v sends to v + 2^k for
-    // every k with 2^k > v and v + 2^k < m.
-    for (int v = 0; v < m_; ++v) {
+    // every k with 2^k > v and v + 2^k < n.
+    const int n = g.size();
+    for (int v = 0; v < n; ++v) {
       std::uint64_t sends = 0;
-      for (int k = 0; (1 << k) < m_; ++k)
-        if ((1 << k) > v && v + (1 << k) < m_) ++sends;
-      Worker& w = worker((v + root) % m_);
+      for (int k = 0; (1 << k) < n; ++k)
+        if ((1 << k) > v && v + (1 << k) < n) ++sends;
+      Worker& w = worker(g.members[static_cast<std::size_t>((v + root) % n)]);
       w.messages_sent += sends;
       w.bytes_sent += sends * bytes;
     }
   }
 
-  void post(int src, int dst, DType type, const void* data, std::size_t count, double weight) {
+  void post(int src, int dst, int group, DType type, const void* data, std::size_t count, double weight) {
     Worker& s = worker(src);
     Message& msg = channel(src, dst).push();
     const std::size_t bytes = count * size_of(type);
@@ -1058,7 +1248,8 @@ class Engine {
     msg.count = count;
     msg.type = type;
     msg.weight = weight;
-    msg.arrival = s.clock + s.delay + opt_.cost.message(bytes);
+    msg.group = group;
+    msg.arrival = s.clock + s.delay + opt_.cost.link_between(src, dst).message(bytes);
     s.bytes_sent += bytes;
     s.messages_sent += 1;
   }
@@ -1068,7 +1259,9 @@ class Engine {
     Worker& d = worker(dst);
     Channel& ch = channel(src, dst);
     if (ch.empty() || d.status != Status::blocked || d.op.kind != Kind::receive || d.op.peer != src) return;
-    Message& msg = ch.front();
+    Message* found = ch.first_of(d.op.group);
+    if (!found) return;
+    Message& msg = *found;
     if (msg.type != d.op.type || msg.count != d.op.count) {
       d.error = concat("slowmo: exchange: worker ", dst, " expected ", d.op.count, " ", name_of(d.op.type),
                        " values from worker ", src, ", which sent ", msg.count, " ", name_of(msg.type));
@@ -1077,7 +1270,7 @@ class Engine {
       d.recv_weight = msg.weight;
       if (opt_.mode == Mode::virtual_time) d.clock = std::max(d.clock, msg.arrival);
     }
-    ch.pop();
+    ch.take(found);
     make_runnable(dst);
   }
 
@@ -1149,17 +1342,25 @@ class Engine {
       if (w.status == Status::done)
         what += "has returned";
       else if (w.op.kind == Kind::receive)
-        what += concat("waits in exchange for a message from worker ", w.op.peer);
+        what += concat("waits in exchange for a message from worker ", w.op.peer, group_note(w.op.group));
       else
-        what += concat("waits in ", kind_name(w.op.kind));
+        what += concat("waits in ", kind_name(w.op.kind), group_note(w.op.group));
     }
     for (int q = 0; q < m_; ++q)
       if (worker(q).status == Status::blocked) {
         worker(q).error = what;
         make_runnable(q);
       }
-    slot_.arrived = 0;
-    std::fill(slot_.bufs.begin(), slot_.bufs.end(), nullptr);
+    for (auto& g : groups_) g->slot.clear();
+  }
+  /// " on the group of workers 0, 2, 5 (from split())", or "" for every worker's.
+  std::string group_note(int id) const {
+    if (id == 0) return {};
+    const Group& g = group(id);
+    std::string list;
+    for (std::size_t k = 0; k < g.members.size() && k < 8; ++k) list += concat(k ? ", " : "", g.members[k]);
+    if (g.members.size() > 8) list += ", ...";
+    return concat(" on the group of worker", g.size() > 1 ? "s " : " ", list, " (from split())");
   }
 
   void abort_all() {
@@ -1172,7 +1373,7 @@ class Engine {
   std::mutex mu_;
   std::vector<Worker> workers_;
   std::vector<Channel> channels_;
-  Slot slot_;
+  std::vector<std::unique_ptr<Group>> groups_;  // [0]: every worker; then split()'s, in creation order
   Model model_;
   std::vector<Event> events_;  // simulator: pending pulls and pushes, a min-heap on (time, rank, seq)
   std::vector<int> departed_;

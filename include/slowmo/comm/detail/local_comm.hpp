@@ -16,70 +16,86 @@
 
 namespace slowmo::detail {
 
+/// A worker's communicator over every worker of the run (what run() hands out) or over a
+/// group that split() made; the derived backends add what only they have.
 class LocalComm {
  public:
-  LocalComm(Engine& engine, int rank) : engine_(&engine), rank_(rank) {}
+  LocalComm(Engine& engine, int worker) : engine_(&engine), at_{worker, 0, worker}, size_(engine.size()) {}
 
-  int rank() const { return rank_; }
-  int size() const { return engine_->size(); }
+  int rank() const { return at_.rank; }
+  int size() const { return size_; }
 
-  void all_reduce(std::span<float> buf, ReduceOp op) { engine_->all_reduce(rank_, buf, op); }
-  void all_reduce(std::span<double> buf, ReduceOp op) { engine_->all_reduce(rank_, buf, op); }
-  void broadcast(std::span<float> buf, int root) { engine_->broadcast(rank_, buf, root); }
-  void broadcast(std::span<double> buf, int root) { engine_->broadcast(rank_, buf, root); }
-  void barrier() { engine_->barrier(rank_); }
+  void all_reduce(std::span<float> buf, ReduceOp op) { engine_->all_reduce(at_, buf, op); }
+  void all_reduce(std::span<double> buf, ReduceOp op) { engine_->all_reduce(at_, buf, op); }
+  void broadcast(std::span<float> buf, int root) { engine_->broadcast(at_, buf, root); }
+  void broadcast(std::span<double> buf, int root) { engine_->broadcast(at_, buf, root); }
+  void barrier() { engine_->barrier(at_); }
   double exchange(std::span<const float> out, double weight, int dest, std::span<float> in, int source) {
-    return engine_->exchange(rank_, out, weight, dest, in, source);
+    return engine_->exchange(at_, out, weight, dest, in, source);
   }
   double exchange(std::span<const double> out, double weight, int dest, std::span<double> in, int source) {
-    return engine_->exchange(rank_, out, weight, dest, in, source);
+    return engine_->exchange(at_, out, weight, dest, in, source);
   }
   // GatherCommunicator (core/communicator.hpp): one overload per element type, so that
   // anything convertible to a span (a std::vector, say) may be passed.
-  void all_gather(std::span<const float> send, std::span<float> recv) { engine_->all_gather(rank_, send, recv); }
-  void all_gather(std::span<const double> send, std::span<double> recv) { engine_->all_gather(rank_, send, recv); }
+  void all_gather(std::span<const float> send, std::span<float> recv) { engine_->all_gather(at_, send, recv); }
+  void all_gather(std::span<const double> send, std::span<double> recv) { engine_->all_gather(at_, send, recv); }
   void all_gather(std::span<const std::int32_t> send, std::span<std::int32_t> recv) {
-    engine_->all_gather(rank_, send, recv);
+    engine_->all_gather(at_, send, recv);
   }
   void all_gather(std::span<const std::uint8_t> send, std::span<std::uint8_t> recv) {
-    engine_->all_gather(rank_, send, recv);
+    engine_->all_gather(at_, send, recv);
   }
   std::size_t all_gather_v(std::span<const float> send, std::span<float> recv, std::span<std::size_t> counts) {
-    return engine_->all_gather_v(rank_, send, recv, counts);
+    return engine_->all_gather_v(at_, send, recv, counts);
   }
   std::size_t all_gather_v(std::span<const double> send, std::span<double> recv, std::span<std::size_t> counts) {
-    return engine_->all_gather_v(rank_, send, recv, counts);
+    return engine_->all_gather_v(at_, send, recv, counts);
   }
   std::size_t all_gather_v(std::span<const std::int32_t> send, std::span<std::int32_t> recv,
                            std::span<std::size_t> counts) {
-    return engine_->all_gather_v(rank_, send, recv, counts);
+    return engine_->all_gather_v(at_, send, recv, counts);
   }
   std::size_t all_gather_v(std::span<const std::uint8_t> send, std::span<std::uint8_t> recv,
                            std::span<std::size_t> counts) {
-    return engine_->all_gather_v(rank_, send, recv, counts);
+    return engine_->all_gather_v(at_, send, recv, counts);
   }
-  // SharedModelCommunicator (core/shared_model.hpp).
-  void host_model(std::unique_ptr<ModelServer<float>> server) { engine_->host_model(rank_, server); }
-  void host_model(std::unique_ptr<ModelServer<double>> server) { engine_->host_model(rank_, server); }
-  Pulled pull(std::span<float> x) { return engine_->pull(rank_, x); }
-  Pulled pull(std::span<double> x) { return engine_->pull(rank_, x); }
-  Pushed push(std::span<const float> d) { return engine_->push(rank_, d); }
-  Pushed push(std::span<const double> d) { return engine_->push(rank_, d); }
-  /// The ranks that have left the run so far (returned or failed), in the order they left:
-  /// on threads in wall-clock order; on the simulator those that left up to this worker's
-  /// virtual clock, by (time, rank).
-  std::vector<int> departed() const { return engine_->departed(rank_); }
+  // SharedModelCommunicator (core/shared_model.hpp): on the communicator run() handed out
+  // only (a sub-communicator's call throws usage_error).
+  void host_model(std::unique_ptr<ModelServer<float>> server) { engine_->host_model(at_, server); }
+  void host_model(std::unique_ptr<ModelServer<double>> server) { engine_->host_model(at_, server); }
+  Pulled pull(std::span<float> x) { return engine_->pull(at_, x); }
+  Pulled pull(std::span<double> x) { return engine_->pull(at_, x); }
+  Pushed push(std::span<const float> d) { return engine_->push(at_, d); }
+  Pushed push(std::span<const double> d) { return engine_->push(at_, d); }
+  /// The ranks (in this communicator) that have left the run so far (returned or failed), in
+  /// the order they left: on threads in wall-clock order; on the simulator those that left
+  /// up to this worker's virtual clock, by (time, worker).
+  std::vector<int> departed() const { return engine_->departed(at_); }
 
   /// Seconds since the run started: virtual on the simulator, wall-clock on threads.
-  double now() const { return engine_->now(rank_); }
-  /// Payload bytes this worker has put on the (modelled) network so far.
-  std::uint64_t bytes_sent() const { return engine_->stats(rank_).bytes_sent; }
+  double now() const { return engine_->now(at_.worker); }
+  /// Payload bytes this worker has put on the (modelled) network so far (on every
+  /// communicator it holds).
+  std::uint64_t bytes_sent() const { return engine_->stats(at_.worker).bytes_sent; }
   /// Payload bytes this worker has received from the shared model's server (its pulls).
-  std::uint64_t bytes_received() const { return engine_->stats(rank_).bytes_received; }
+  std::uint64_t bytes_received() const { return engine_->stats(at_.worker).bytes_received; }
+  /// This worker's index in the run (its rank on the communicator run() handed out).
+  int worker() const { return at_.worker; }
 
  protected:
+  /// Collective over this communicator (SplitCommunicator, core/communicator.hpp).
+  LocalComm split_seat(int color, int key) {
+    const SplitResult s = engine_->split(at_, color, key);
+    LocalComm out(*this);
+    out.at_ = {at_.worker, s.group, s.rank};
+    out.size_ = s.size;
+    return out;
+  }
+
   Engine* engine_;
-  int rank_;
+  Seat at_;
+  int size_;
 };
 
 /// What run_workers leaves: per worker, the failures (WorkerFailure::leave) and the server.

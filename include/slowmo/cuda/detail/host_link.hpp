@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -36,6 +37,10 @@ class HostLink {
   virtual void complete_posts() {}
   /// v = element-wise maximum of v over all workers; every worker calls it in the same order.
   virtual void all_max(std::span<std::int64_t> v) = 0;
+  /// Collective: the host channel of this worker's group after a split, where it is `rank`
+  /// of `size` workers of color `color` (every worker has computed its place from everyone's
+  /// color and key, as MPI_Comm_split ranks them).
+  virtual std::unique_ptr<HostLink> split(int color, int rank, int size) = 0;
 };
 
 /// The shared state of the in-process host channel of m workers: mailboxes per (source,
@@ -90,16 +95,36 @@ class LocalHub {
     std::copy(result_.begin(), result_.end(), v.begin());
   }
 
-  /// Worker `who` failed with `why`: every current and future wait throws.
+  /// Worker `who` failed with `why`: every current and future wait throws, here and in the
+  /// hubs of the groups split from this one.
   void abort(int who, const std::string& why) {
+    std::vector<std::shared_ptr<LocalHub>> children;
     {
       std::lock_guard lock(mutex_);
       if (abort_reason_.empty()) {
         abort_reason_ = concat("worker ", who, " failed: ", why);
         first_failure_ = who;
       }
+      for (auto& c : children_)
+        if (auto h = c.lock()) children.push_back(std::move(h));
     }
     cv_.notify_all();
+    for (auto& c : children) c->abort(who, why);
+  }
+  /// The hub of the group of color `color` made by every worker's nth split of this hub: the
+  /// first of its `size` members to arrive makes it, the others take it.
+  std::shared_ptr<LocalHub> split(std::uint64_t nth, int color, int size) {
+    std::lock_guard lock(mutex_);
+    Split& s = splits_[{nth, color}];
+    if (!s.hub) {
+      s.hub = std::make_shared<LocalHub>(size);
+      s.hub->abort_reason_ = abort_reason_;  // (its own mutex is not shared yet)
+      s.hub->first_failure_ = first_failure_;
+      children_.push_back(s.hub);
+    }
+    std::shared_ptr<LocalHub> hub = s.hub;
+    if (++s.taken == size) splits_.erase({nth, color});
+    return hub;
   }
   /// The worker whose abort() came first, or -1.
   int first_failure() const {
@@ -132,6 +157,12 @@ class LocalHub {
   std::uint64_t generation_ = 0;
   std::string abort_reason_;
   int first_failure_ = -1;
+  struct Split {
+    std::shared_ptr<LocalHub> hub;
+    int taken = 0;
+  };
+  std::map<std::pair<std::uint64_t, int>, Split> splits_;  // splits under way, by (nth split, color)
+  std::vector<std::weak_ptr<LocalHub>> children_;
 };
 
 /// Worker `rank`'s end of a LocalHub.
@@ -141,10 +172,14 @@ class LocalLink final : public HostLink {
   void post(int dest, Tag tag, const Message& msg) override { hub_->post(rank_, dest, tag, msg); }
   Message take(int source, Tag tag) override { return hub_->take(rank_, source, tag); }
   void all_max(std::span<std::int64_t> v) override { hub_->all_max(rank_, v); }
+  std::unique_ptr<HostLink> split(int color, int rank, int size) override {
+    return std::make_unique<LocalLink>(hub_->split(splits_++, color, size), rank);
+  }
 
  private:
   std::shared_ptr<LocalHub> hub_;
   int rank_;
+  std::uint64_t splits_ = 0;  // how many times this worker split this hub
 };
 
 }  // namespace slowmo::cuda::detail
