@@ -20,6 +20,7 @@
 #include "slowmo/core/vector.hpp"
 #include "slowmo/distributed/async_local_sgd.hpp"
 #include "slowmo/distributed/gradient_all_reduce.hpp"
+#include "slowmo/distributed/hierarchical_local_sgd.hpp"
 #include "slowmo/distributed/local_sgd.hpp"
 #include "slowmo/distributed/outer_loop.hpp"
 #include "slowmo/distributed/period.hpp"

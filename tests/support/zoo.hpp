@@ -161,6 +161,20 @@ void for_each_composition(F&& f, Config cfg = {}) {
   f("lookahead_sgp", 2,
     [=](auto& c) { return Lookahead(Sgp(Sgd<T>({.lr = 0.1, .momentum = 0.5, .non_finite = nf}), c), {.k = 4}); });
   f("local_sgd_sgp", 2, [=](auto& c) { return LocalSgd(Sgp(Sgd<T>({.lr = 0.1, .non_finite = nf}), c), c, {.H = 4}); });
+  // worker groups (split): a half-size group averages every 3 steps, everyone every 6
+  auto levels = [](auto& c, std::int64_t low, std::int64_t top) {
+    const int m = c.size(), half = (m + 1) / 2;
+    return std::vector<AveragingLevel>{{.period = low, .group_size = half}, {.period = top, .group_size = m}};
+  };
+  f("hierarchical_local_sgd", 2, [=](auto& c) {
+    return HierarchicalLocalSgd(Sgd<T>({.lr = 0.1, .momentum = 0.5, .non_finite = nf}), c,
+                                {.levels = levels(c, 3, 6), .warmup_steps = 3, .base_state = OnSync::average});
+  });
+  f("slowmo_hierarchical_adam", 2, [=](auto& c) {
+    return SlowMo(HierarchicalLocalSgd(Adam<T>({.lr = 0.05, .non_finite = nf}), c,
+                                       {.levels = levels(c, 2, 4), .base_state = OnSync::reset}),
+                  c, {.tau = 4, .beta = 0.5});
+  });
   // synchronisation schedules (distributed/period.hpp)
   f("local_sgd_qsr", 1, [=](auto& c) {
     return LocalSgd(Nesterov<T, Cos>({.lr = 0.1, .non_finite = nf}, {.total_steps = 40}), c, {.H = 2},

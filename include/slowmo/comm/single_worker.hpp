@@ -54,6 +54,13 @@ class SingleWorker {
   double now() const {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   }
+  /// SplitCommunicator: the group of one worker is the worker itself (colors must be >= 0).
+  SingleWorker split(int color, int /*key*/) const {
+    if (color < 0)
+      throw comm_error(detail::concat("slowmo::SingleWorker: split: a color must be >= 0, but worker 0 color ", color,
+                                      " (there is no 'undefined' color)"));
+    return {};
+  }
 
  private:
   // The same judgement and messages as the other backends, over one worker.

@@ -12,7 +12,9 @@
 #pragma once
 
 #include <concepts>
+#include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -122,6 +124,26 @@ Agreement agreement(const Opt& opt) {
     return opt.agreement();
   else
     return {};
+}
+
+namespace detail {
+/// The fewest workers a combinator of the nest talks to (`workers()`: its communicator's
+/// size), or INT_MAX where none does: the widest its agreement() can hold over.
+template <class Opt>
+int agreement_scope(const Opt& opt) {
+  int n = std::numeric_limits<int>::max();
+  if constexpr (requires { { opt.workers() } -> std::convertible_to<int>; }) n = opt.workers();
+  if constexpr (requires { opt.base(); }) n = std::min(n, agreement_scope(opt.base()));
+  return n;
+}
+}  // namespace detail
+
+/// agreement(opt) as a combinator over m workers may use it: nothing where part of the nest
+/// talks to a smaller group only (LocalSgd on a communicator from split() agrees inside its
+/// group, not across the m workers of a SlowMo around it).
+template <class Opt>
+Agreement agreement_over(const Opt& opt, int m) {
+  return detail::agreement_scope(opt) < m ? Agreement{} : agreement(opt);
 }
 
 /// Structural options: those that fix the shape or the meaning of the state (Adam's

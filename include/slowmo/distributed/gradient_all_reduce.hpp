@@ -68,6 +68,8 @@ class GradientAllReduce {
   scalar_type last_lr() const { return base_.last_lr(); }
   std::int64_t steps() const { return base_.steps(); }
   const Base& base() const { return base_; }
+  /// The size of its communicator: what its agreement() holds over.
+  int workers() const { return comm_.get().size(); }
   Base& base() { return base_; }
   const Reduce& reduce_policy() const { return reduce_; }
   Reduce& reduce_policy() { return reduce_; }

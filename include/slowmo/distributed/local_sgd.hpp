@@ -109,6 +109,8 @@ class LocalSgd {
   const LocalSgdOptions& options() const { return options_; }
   const Base& base() const { return base_; }
   Base& base() { return base_; }
+  /// The size of its communicator: what its agreement() holds over.
+  int workers() const { return comm_.get().size(); }
 
   /// The parameters are now x (set from outside, or by start): the base follows.
   void rebase(const_ref_type x) {
@@ -124,8 +126,8 @@ class LocalSgd {
     if (steps_ <= options_.warmup_steps) return {.parameters = true, .state = true};
     if (averaged_last_step())
       return {.parameters = true,
-              .state = detail::state_agrees_after(options_.base_state, slowmo::agreement(base_).state)};
-    return slowmo::agreement(base_);
+              .state = detail::state_agrees_after(options_.base_state, agreement_over(base_, workers()).state)};
+    return agreement_over(base_, workers());
   }
 
   /// Structural: H and W position the averages.

@@ -140,6 +140,8 @@ class OuterLoop {
   const Reduce& reduce_policy() const { return reduce_; }
   Reduce& reduce_policy() { return reduce_; }
   Comm& comm() const { return comm_.get(); }
+  /// The size of its communicator: what its agreement() holds over.
+  int workers() const { return comm_.get().size(); }
   /// The outer point x0 (empty before start).
   const vector_type& outer_params() const { return x0_; }
 
@@ -147,7 +149,7 @@ class OuterLoop {
   /// unless it is kept (and the rule's, computed from the shared d; a reduce policy's
   /// per-worker residual never does); in between, what the base's own steps left agreeing.
   Agreement agreement() const {
-    const Agreement base = slowmo::agreement(base_);
+    const Agreement base = agreement_over(base_, workers());
     if (!rounds_.ended_at(steps_)) return base;
     return {.parameters = true,
             .state = detail::state_agrees_after(options_.base_state, base.state) && !detail::visits_buffers(reduce_)};
@@ -263,7 +265,7 @@ class OuterLoop {
     const bool everyone = cohort_.everyone();
     if constexpr (std::is_same_v<space_type, Host>)  // (partial participation is host-only: see the ctor)
       if (!everyone) x *= scalar_type(cohort_.factor(comm().rank(), round));
-    const ReduceContext reduce_ctx{.round = round, .agreed = everyone && slowmo::agreement(base_).parameters};
+    const ReduceContext reduce_ctx{.round = round, .agreed = everyone && agreement_over(base_, workers()).parameters};
     const rules::PseudoGradient<scalar_type> pseudo_gradient{scalar_type(gamma), options_.divide_by_lr};
     const auto kernel = rule_.kernel(OuterContext{.round = round, .lr_scale = options_.divide_by_lr ? gamma : 1.0});
     const Eigen::Index n = x.size();

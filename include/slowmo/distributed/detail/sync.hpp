@@ -92,10 +92,10 @@ consteval bool check_distributed() {
 }
 
 /// x becomes the mean of every worker's x, unless the base's last step left it identical on
-/// every worker already (e.g. LocalSgd has just averaged): then nothing is sent.
+/// every worker of comm already (e.g. LocalSgd has just averaged them): then nothing is sent.
 template <class Base, class X, class Comm>
 void average_parameters(const Base& base, X& x, Comm& comm) {
-  if (!agreement(base).parameters) comm.all_reduce(as_span(x), ReduceOp::mean);
+  if (!agreement_over(base, comm.size()).parameters) comm.all_reduce(as_span(x), ReduceOp::mean);
 }
 
 /// keep: nothing; reset: re-initialise as a fresh optimizer; average: every accumulator
@@ -108,7 +108,7 @@ void apply_sync_policy(OnSync policy, Opt& opt, Comm& comm) {
     case OnSync::keep: break;
     case OnSync::reset: reset_state(opt); break;
     case OnSync::average:
-      if (agreement(opt).state) break;
+      if (agreement_over(opt, comm.size()).state) break;
       opt.visit_state([&](const StateKey&, auto& ref, StateKind kind) {
         if constexpr (!std::is_arithmetic_v<std::remove_cvref_t<decltype(ref)>>)
           if (kind == StateKind::accumulator) comm.all_reduce(as_span(ref), ReduceOp::mean);
