@@ -344,6 +344,66 @@ void all(C& comm) {
   }
 }
 
+// ---- non-blocking collectives (NonBlockingCommunicator) ------------------------------------
+
+/// start_all_reduce then wait gives what all_reduce gives; the worker may compute (and talk on
+/// another communicator) in between; a request destroyed unwaited has completed; ready()
+/// turns true without the worker waiting; misuse throws usage_error; a size mismatch throws
+/// comm_error on every worker (at the start or at the wait, as the backend finds it).
+template <class T, slowmo::NonBlockingCommunicator C>
+void non_blocking(C& comm) {
+  const int m = comm.size(), r = comm.rank();
+  for (std::size_t n : sizes) {
+    std::vector<T> x(n), y(n);
+    for (std::size_t i = 0; i < n; ++i) x[i] = y[i] = T(i % 5) + (T(r) - T(m - 1) / T(2));
+    auto sum = comm.start_all_reduce(std::span<T>(x), slowmo::ReduceOp::sum);
+    expect(sum.pending(), "worker ", r, ": a started all-reduce is pending");
+    wait_seconds(comm, 1e-4 * r);  // computation in between, different on every worker
+    sum.wait();
+    expect(!sum.pending(), "worker ", r, ": pending after wait()");
+    for (std::size_t i = 0; i < n; ++i)
+      expect(x[i] == T(m) * T(i % 5), "worker ", r, ": start_all_reduce(sum) n = ", n, " index ", i, ": ", x[i]);
+    {
+      auto mean = comm.start_all_reduce(std::span<T>(y), slowmo::ReduceOp::mean);
+    }  // destroyed pending: it waits
+    for (std::size_t i = 0; i < n; ++i)
+      expect(y[i] == T(i % 5), "worker ", r, ": start_all_reduce(mean) n = ", n, " index ", i, ": ", y[i]);
+  }
+  // ready() becomes true while the worker keeps computing, without wait().
+  std::vector<T> z(64, T(r));
+  auto req = comm.start_all_reduce(std::span<T>(z), slowmo::ReduceOp::sum);
+  int polls = 0;
+  while (!req.ready() && polls < 100000) ++polls, wait_seconds(comm, 1e-4);
+  expect(req.ready(), "worker ", r, ": ready() still false after ", polls, " polls");
+  req.wait();
+  expect(z[63] == T(m * (m - 1) / 2), "worker ", r, ": all-reduce after ready(): ", z[63]);
+  // Misuse: a second start, or a blocking collective on this communicator, before the wait.
+  {
+    std::vector<T> a(3, T(1)), b(3, T(1));
+    auto first = comm.start_all_reduce(std::span<T>(a), slowmo::ReduceOp::sum);
+    std::string e;
+    try {
+      auto second = comm.start_all_reduce(std::span<T>(b), slowmo::ReduceOp::sum);
+    } catch (const slowmo::usage_error& u) {
+      e = u.what();
+    }
+    if constexpr (requires { comm.advance(0.0); }) {  // the engine's rule (MPI allows several)
+      expect(e.find("wait() for it first") != std::string::npos, "worker ", r, ": a second start gave '", e, "'");
+      e.clear();
+      try {
+        comm.all_reduce(std::span<T>(b), slowmo::ReduceOp::sum);
+      } catch (const slowmo::usage_error& u) {
+        e = u.what();
+      }
+      expect(e.find("wait() for it first") != std::string::npos, "worker ", r,
+             ": a blocking all_reduce before the wait gave '", e, "'");
+    }
+    first.wait();
+    expect(a[0] == T(m), "worker ", r, ": the first all-reduce after the refused calls: ", a[0]);
+  }
+  rank_and_size(comm);
+}
+
 // ---- groups (SplitCommunicator) ------------------------------------------------------------
 
 /// Splits comm by color(r) with key(r) and checks the result against MPI_Comm_split's

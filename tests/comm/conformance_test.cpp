@@ -53,6 +53,27 @@ TEST_CASE("conformance: groups from split() on the simulator and threads") {
   }
 }
 
+static_assert(slowmo::check_non_blocking_communicator<slowmo::sim::Comm>());
+static_assert(slowmo::check_non_blocking_communicator<slowmo::threads::Comm>());
+static_assert(slowmo::check_non_blocking_communicator<slowmo::SingleWorker>());
+
+TEST_CASE("conformance: non-blocking all-reduce on the simulator, threads and a single worker") {
+  for (int m : {1, 2, 3, 4, 5}) {
+    CAPTURE(m);
+    auto both = [](auto& c) {
+      conformance::non_blocking<float>(c);
+      conformance::non_blocking<double>(c);
+      auto g = c.split(c.rank() % 2, 0);  // and on groups
+      conformance::non_blocking<double>(g);
+    };
+    CHECK_NOTHROW(slowmo::sim::run({.workers = m}, both));
+    CHECK_NOTHROW(slowmo::sim::run({.workers = m, .network = {.latency = 1e-3, .bandwidth = 1e6}}, both));
+    CHECK_NOTHROW(slowmo::threads::run({.workers = m}, both));
+  }
+  slowmo::SingleWorker solo;
+  CHECK_NOTHROW(conformance::non_blocking<double>(solo));
+}
+
 TEST_CASE("conformance: the shared model on the simulator, with free and costly networks") {
   for (int m : {1, 2, 3, 4, 5, 8}) {
     CAPTURE(m);

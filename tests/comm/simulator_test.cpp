@@ -203,6 +203,77 @@ TEST_CASE("two-level network: a collective pays the slowest link it uses, a mess
       doctest::Contains("'between_nodes.bandwidth' = 0"), slowmo::invalid_option);
 }
 
+TEST_CASE("non-blocking all-reduce: communication overlaps computation in virtual time") {
+  const double L = 1e-4, B = 1e8;
+  const int m = 4;
+  const std::size_t n = 10000;  // 40000 bytes of float
+  const double C = 2.0 * (m - 1) * L + 2.0 * (m - 1) / m * 40000 / B;  // the ring: 1.2 ms
+  for (double compute : {0.25 * C, 3.0 * C}) {
+    CAPTURE(compute);
+    std::vector<double> started(m), done(m), blocking(m);
+    slowmo::sim::run({.workers = m, .network = {.latency = L, .bandwidth = B}}, [&](Comm& c) {
+      const auto r = std::size_t(c.rank());
+      c.advance(1e-3 * c.rank());  // arrivals at 0, 1, 2, 3 ms
+      std::vector<float> x(n, 1.0f);
+      auto req = c.start_all_reduce(std::span<float>(x), slowmo::ReduceOp::sum);
+      started[r] = c.now();  // returns at once
+      c.compute(compute);
+      req.wait();
+      done[r] = c.now();
+      CHECK(x[7] == float(m));
+      // The same exchange, blocking, then the same computation.
+      c.barrier();
+      const double t0 = c.now();
+      c.all_reduce(std::span<float>(x), slowmo::ReduceOp::sum);
+      c.compute(compute);
+      blocking[r] = c.now() - t0;
+    });
+    for (int r = 0; r < m; ++r) {
+      CAPTURE(r);
+      CHECK(started[std::size_t(r)] == doctest::Approx(1e-3 * r).epsilon(1e-12));
+      // Completes at the last arrival (3 ms) plus C; wait() returns at max(own clock, that).
+      const double own = 1e-3 * r + compute;
+      CHECK(done[std::size_t(r)] == doctest::Approx(std::max(own, 3e-3 + C)).epsilon(1e-12));
+      CHECK(blocking[std::size_t(r)] == doctest::Approx(C + compute).epsilon(1e-12));  // no overlap
+    }
+  }
+}
+
+TEST_CASE("non-blocking all-reduce: a mismatch or a departed worker fails the wait, naming them") {
+  std::vector<std::string> errors(3);
+  slowmo::sim::run({.workers = 3}, [&](Comm& c) {
+    std::vector<double> x(c.rank() == 2 ? 4 : 3);
+    auto req = c.start_all_reduce(std::span<double>(x), slowmo::ReduceOp::sum);
+    try {
+      req.wait();
+    } catch (const slowmo::comm_error& e) {
+      errors[std::size_t(c.rank())] = e.what();
+    }
+  });
+  for (const auto& e : errors) {
+    CHECK(e.find("mismatched collective") != std::string::npos);
+    CHECK(e.find("of 4 double") != std::string::npos);
+  }
+  const auto report = slowmo::sim::run({.workers = 3, .worker_failure = slowmo::sim::WorkerFailure::leave},
+                                       [&](Comm& c) {
+                                         if (c.rank() == 1) throw std::runtime_error("gone");
+                                         c.advance(1.0);
+                                         // (at the start when worker 1 has left already; else at the wait)
+                                         auto attempt = [&] {
+                                           std::vector<double> x(3);
+                                           auto req = c.start_all_reduce(std::span<double>(x), slowmo::ReduceOp::sum);
+                                           req.wait();
+                                         };
+                                         CHECK_THROWS_WITH_AS(attempt(), doctest::Contains("worker 1 (failed: gone)"),
+                                                              slowmo::comm_error);
+                                       });
+  CHECK(report.failures.size() == 1);
+  for (const auto& f : report.failures) {
+    CAPTURE(f.message);
+    CHECK(f.rank == 1);
+  }
+}
+
 TEST_CASE("compute model: slowdown 2 takes twice the virtual time; jitter is seeded") {
   auto report = slowmo::sim::run({.workers = 2, .slowdown = {1.0, 2.0}}, [](Comm& c) {
     for (int i = 0; i < 10; ++i) c.compute(0.1);

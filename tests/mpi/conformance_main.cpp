@@ -163,6 +163,7 @@ void validated_errors(slowmo::mpi::Comm& comm) {
 static_assert(slowmo::Communicator<slowmo::mpi::Comm>);
 static_assert(slowmo::check_gather_communicator<slowmo::mpi::Comm>());
 static_assert(slowmo::check_split_communicator<slowmo::mpi::Comm>());
+static_assert(slowmo::check_non_blocking_communicator<slowmo::mpi::Comm>());
 static_assert(slowmo::check_shared_model_communicator<slowmo::mpi::Comm>());
 
 int main(int argc, char** argv) {
@@ -178,6 +179,12 @@ int main(int argc, char** argv) {
     };
     section("conformance", [&] { conformance::all(comm); });
     section("groups", [&] { conformance::groups(comm); });
+    section("non-blocking", [&] {
+      conformance::non_blocking<float>(comm);
+      conformance::non_blocking<double>(comm);
+      slowmo::mpi::Comm half = comm.split(comm.rank() % 2, 0);
+      conformance::non_blocking<double>(half);
+    });
     section("cross-backend", [&] { cross_backend(comm); });
     section("algorithms", [&] { algorithms(comm); });
     section("resume", [&] { resume(comm); });

@@ -318,6 +318,26 @@ struct Shared {
 
 namespace slowmo::mpi {
 
+/// The MPI side of a Request: an MPI_Iallreduce (sum) under way; the mean divides on wait.
+template <class T>
+struct PendingAllReduce {
+  MPI_Request request = MPI_REQUEST_NULL;
+  T* data = nullptr;
+  int count = 0;
+  int size = 1;
+  bool mean = false;
+  void wait() {
+    detail::mpi_model::check(MPI_Wait(&request, MPI_STATUS_IGNORE), "MPI_Wait");
+    if (mean)
+      for (int i = 0; i < count; ++i) data[i] /= static_cast<T>(size);
+  }
+  bool ready() {
+    int flag = 0;
+    detail::mpi_model::check(MPI_Test(&request, &flag, MPI_STATUS_IGNORE), "MPI_Test");
+    return flag != 0;
+  }
+};
+
 struct Options {
   /// Check that every rank calls the same collective with the same type, size and root,
   /// and that received messages have the expected size. Costs one small all-reduce per
@@ -367,6 +387,17 @@ class Comm {
   std::size_t all_gather_v(std::span<const std::uint8_t> send, std::span<std::uint8_t> recv,
                            std::span<std::size_t> counts) {
     return all_gather_v_impl(send, recv, counts);
+  }
+
+  /// NonBlockingCommunicator (core/communicator.hpp): MPI_Iallreduce (MPI_SUM, in place) on
+  /// the native communicator (Boost.MPI has no non-blocking collectives); the mean divides by
+  /// size() in wait(). In validated mode the ranks first agree on the call (one small
+  /// blocking all-reduce), so a mismatch throws here on every rank.
+  Request<PendingAllReduce<float>> start_all_reduce(std::span<float> buf, ReduceOp op) {
+    return start_all_reduce_impl(buf, op);
+  }
+  Request<PendingAllReduce<double>> start_all_reduce(std::span<double> buf, ReduceOp op) {
+    return start_all_reduce_impl(buf, op);
   }
 
   /// SplitCommunicator (core/communicator.hpp): collective; MPI_Comm_split over this
@@ -518,6 +549,19 @@ class Comm {
       for (T& x : buf) x /= m;
     }
     bytes_sent_ += static_cast<std::uint64_t>(2.0 * (size() - 1) / size() * double(buf.size_bytes()));
+  }
+
+  template <class T>
+  Request<PendingAllReduce<T>> start_all_reduce_impl(std::span<T> buf, ReduceOp op) {
+    const int n = count_of(buf, "start_all_reduce");
+    agree(op == ReduceOp::sum ? Kind::all_reduce_sum : Kind::all_reduce_mean, detail::element_code<T>(), n, -1);
+    PendingAllReduce<T> p{MPI_REQUEST_NULL, buf.data(), n, size(), op == ReduceOp::mean};
+    if (n > 0)
+      detail::mpi_model::check(
+          MPI_Iallreduce(MPI_IN_PLACE, buf.data(), n, mpi_type<T>(), MPI_SUM, MPI_Comm(comm_), &p.request),
+          "MPI_Iallreduce");
+    bytes_sent_ += static_cast<std::uint64_t>(2.0 * (size() - 1) / size() * double(buf.size_bytes()));
+    return Request<PendingAllReduce<T>>(p);
   }
 
   template <class T>

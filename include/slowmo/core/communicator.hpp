@@ -1,17 +1,20 @@
 // slowmo/core/communicator.hpp — the Communicator concept: what every distributed
 // algorithm may ask of the workers' transport, and nothing more. Algorithms are written
 // against this concept only; backends (comm/simulator.hpp, comm/threads.hpp, comm/mpi.hpp,
-// and the NCCL one) model it. Refinements (GatherCommunicator, SplitCommunicator) add what
-// only some algorithms need, so that an algorithm asks for exactly what it uses.
+// and the NCCL one) model it. Refinements (GatherCommunicator, SplitCommunicator,
+// NonBlockingCommunicator) add what only some algorithms need, so that an algorithm asks for
+// exactly what it uses.
 #pragma once
 
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "slowmo/core/error.hpp"
 #include "slowmo/core/vector.hpp"
@@ -138,6 +141,83 @@ consteval bool check_split_communicator() {
                   "slowmo: not a SplitCommunicator: it needs `split(color, key)` returning a communicator of the "
                   "same type over the workers of one color");
     return SplitCommunicator<C>;
+  }
+}
+
+/// A non-blocking collective under way, as a backend's start_all_reduce returns it: wait()
+/// completes it (the buffer then holds the result; a failure throws comm_error, as the
+/// blocking collective would have), pending() says whether it still has to be waited for.
+/// Move-only; destroying one that is still pending waits for it — an operation is never
+/// left behind — and throws what that wait throws, except while another exception unwinds
+/// the stack (then the wait's error is dropped: the first one is the cause).
+template <class Impl>
+class Request {
+ public:
+  Request() = default;  ///< nothing pending
+  explicit Request(Impl impl) : impl_(std::move(impl)), pending_(true) {}
+  Request(Request&& o) noexcept : impl_(std::move(o.impl_)), pending_(std::exchange(o.pending_, false)) {}
+  Request& operator=(Request&& o) {
+    if (this != &o) {
+      wait();
+      impl_ = std::move(o.impl_);
+      pending_ = std::exchange(o.pending_, false);
+    }
+    return *this;
+  }
+  Request(const Request&) = delete;
+  Request& operator=(const Request&) = delete;
+  ~Request() noexcept(false) {
+    if (!pending_) return;
+    if (std::uncaught_exceptions() > 0) {
+      try {
+        wait();
+      } catch (...) {  // the exception already unwinding is the cause; this one follows from it
+      }
+    } else {
+      wait();
+    }
+  }
+
+  void wait() {
+    if (std::exchange(pending_, false)) impl_.wait();
+  }
+  bool pending() const { return pending_; }
+  /// Whether wait() would return at once (on the simulator: by this worker's virtual clock).
+  bool ready() { return !pending_ || impl_.ready(); }
+
+ private:
+  Impl impl_{};
+  bool pending_ = false;
+};
+
+namespace detail {
+template <class C, class T>
+concept StartsAllReduceIn = requires(C& c, std::span<T> buf) {
+  { c.start_all_reduce(buf, ReduceOp::sum) };
+  c.start_all_reduce(buf, ReduceOp::sum).wait();
+};
+}  // namespace detail
+
+/// A Communicator with a non-blocking all-reduce: `start_all_reduce(buf, op)` for float and
+/// double spans starts the all-reduce and returns a Request at once; the caller computes,
+/// then `request.wait()`; buf must not be touched in between. On the simulator the
+/// collective completes in virtual time while the worker's clock goes on, so the overlap of
+/// communication with computation shows in the simulated time. One non-blocking collective
+/// per worker at a time: another start, or a blocking collective on the same communicator,
+/// before the wait throws usage_error (MPI would allow more; the engine checks the rule).
+template <class C>
+concept NonBlockingCommunicator =
+    Communicator<C> && detail::StartsAllReduceIn<C, float> && detail::StartsAllReduceIn<C, double>;
+
+template <class C>
+consteval bool check_non_blocking_communicator() {
+  if constexpr (!Communicator<C>) {
+    return check_communicator<C>();
+  } else {
+    static_assert(NonBlockingCommunicator<C>,
+                  "slowmo: not a NonBlockingCommunicator: it needs, for float and double spans, "
+                  "`start_all_reduce(buf, ReduceOp)` returning a request with `wait()`");
+    return NonBlockingCommunicator<C>;
   }
 }
 

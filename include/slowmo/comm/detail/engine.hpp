@@ -379,6 +379,55 @@ class Engine {
     return collective(at, Kind::all_gather_v, dtype_of<T>(), nullptr, send.size(), -1, &part);
   }
 
+  /// Non-blocking all-reduce: joins the collective and returns at once; buf must not be read
+  /// or written until wait(at) returned (it then holds the result). On the simulator the
+  /// collective completes at the latest arrival plus its cost while this worker's clock goes
+  /// on, and wait() moves the clock to the completion if it is still ahead: the overlap of
+  /// communication with computation. One pending per worker: another start, or a blocking
+  /// collective on the same group before wait(), throws usage_error.
+  template <class T>
+  void start_all_reduce(const Seat& at, std::span<T> buf, ReduceOp op) {
+    collective(at, op == ReduceOp::sum ? Kind::all_reduce_sum : Kind::all_reduce_mean, dtype_of<T>(), buf.data(),
+               buf.size(), -1, nullptr, /*blocking=*/false);
+  }
+  /// Waits for the worker's non-blocking collective (nothing when none is pending); throws
+  /// comm_error when it failed (a mismatch, a departure), as the blocking one would have.
+  void wait(const Seat& at) {
+    const int r = at.worker;
+    std::unique_lock lk(mu_);
+    Worker& w = worker(r);
+    if (!w.nb.active) return;
+    if (!w.nb.done) {
+      w.op = Op{Kind::wait, DType::f32, 0, -1, ++op_seq_, w.nb.group};
+      w.status = Status::blocked;
+      ++blocked_;
+      try {
+        suspend(lk, r);
+      } catch (...) {
+        w.nb = {};
+        throw;
+      }
+    }
+    if (opt_.mode == Mode::virtual_time) w.clock = std::max(w.clock, w.nb.done_at);
+    const std::string error = std::move(w.nb.error);
+    w.nb = {};
+    if (!error.empty()) throw comm_error(error);
+  }
+  /// Whether the worker's non-blocking collective has completed (wait() would not block).
+  /// On the simulator: whether it completed by this worker's virtual clock, once every
+  /// worker behind that clock has run (so the answer is a function of the program alone).
+  bool test(const Seat& at) {
+    const int r = at.worker;
+    std::unique_lock lk(mu_);
+    Worker& w = worker(r);
+    if (!w.nb.active) return true;
+    if (opt_.mode == Mode::parallel) return w.nb.done;
+    hand_over(lk, r);  // r stays runnable: it resumes once it is the earliest again
+    wait_for_turn(lk, r);
+    throw_if_aborted();
+    return w.nb.done && w.nb.done_at <= w.clock;
+  }
+
   /// Collective over the seat's group (MPI_Comm_split semantics): the members with the same
   /// color form a new group, ranked by (key, rank in the old group). Colors must be >= 0;
   /// a negative one fails every member, naming the workers that passed one.
@@ -485,6 +534,7 @@ class Engine {
     host_model,
     split,
     receive,
+    wait,  // waiting for its non-blocking collective to complete
     pull,  // waiting for a pull event (simulator)
     push   // waiting for a push event (simulator)
   };
@@ -500,6 +550,7 @@ class Engine {
       case Kind::host_model: return "host_model";
       case Kind::split: return "split";
       case Kind::receive: return "exchange";
+      case Kind::wait: return "wait";
       case Kind::pull: return "pull";
       case Kind::push: return "push";
       case Kind::none: break;
@@ -522,7 +573,7 @@ class Engine {
   static bool is_gather(Kind k) { return k == Kind::all_gather || k == Kind::all_gather_v; }
   /// Operations that meet in the collective slot.
   static bool is_collective(Kind k) {
-    return k != Kind::none && k != Kind::receive && k != Kind::pull && k != Kind::push;
+    return k != Kind::none && k != Kind::receive && k != Kind::wait && k != Kind::pull && k != Kind::push;
   }
 
   struct Op {
@@ -558,6 +609,14 @@ class Engine {
     Pulled pulled{};
     Pushed pushed{};
     std::exception_ptr server_failure;  // what the ModelServer threw while serving it
+    // Its non-blocking collective (one at a time): started, until wait() returns.
+    struct Pending {
+      bool active = false, done = false;
+      int group = 0;
+      Kind kind = Kind::none;
+      double done_at = 0;  // when it completed (virtual time)
+      std::string error;   // why it failed, if it did
+    } nb;
   };
 
   /// A pull or push on its way to the server (simulator), keyed by (time, rank, seq).
@@ -652,6 +711,7 @@ class Engine {
   /// Workers that meet in collectives: every worker (group 0), or a split's group. Its
   /// slot is its own, so collectives of different groups proceed independently.
   struct Group {
+    int id = 0;                // its index in groups_
     std::vector<int> members;  // workers, by rank in the group
     Slot slot;
     const Link* link = nullptr;  // what its collectives cost: the slowest link they use
@@ -719,7 +779,7 @@ class Engine {
   // Collective slot of the seat's group: the last arrival completes the operation for
   // every member. Returns the total of an all-gather.
   std::size_t collective(const Seat& at, Kind kind, DType type, void* data, std::size_t count, int root,
-                         const GatherPart* part = nullptr) {
+                         const GatherPart* part = nullptr, bool blocking = true) {
     const int r = at.worker;
     std::unique_lock lk(mu_);
     Group& g = group(at.group);
@@ -728,6 +788,13 @@ class Engine {
     // A collective that already failed fails its late arrivals with the same cause, even
     // once the first failures have aborted the run: every participant learns why.
     if (slot.arrived == 0 || slot.error.empty()) throw_if_aborted();
+    // (Refused whether or not it has completed yet: the rule must not depend on timing.)
+    if (const auto& p = worker(r).nb; p.active && (!blocking || p.group == at.group))
+      throw usage_error(concat("slowmo: worker ", r, ": ", kind_name(kind), blocking ? "" : " (non-blocking)",
+                               " while its non-blocking ", kind_name(p.kind),
+                               p.group == at.group ? " on this communicator" : "",
+                               " has not been waited for: wait() for it first (one non-blocking collective at a "
+                               "time)"));
     count_call(r, kind_name(kind));
     if (opt_.on_failure == WorkerFailure::leave && member_departed(g))  // it would never complete
       throw comm_error(concat("slowmo: worker ", r, ": ", kind_name(kind), " needs every ",
@@ -747,13 +814,31 @@ class Engine {
     slot.bufs[static_cast<std::size_t>(at.rank)] = data;
     if (part) slot.gather[static_cast<std::size_t>(at.rank)] = *part;
     slot.latest = std::max(slot.latest, w.clock + w.delay);  // a delayed worker's data arrives late
-    w.op = op;
-    w.status = Status::blocked;
-    ++blocked_;
+    if (blocking) {
+      w.op = op;
+      w.status = Status::blocked;
+      ++blocked_;
+    } else {
+      w.nb = {.active = true, .done = false, .group = at.group, .kind = kind, .done_at = 0, .error = {}};
+    }
     if (++slot.arrived == n) complete_collective(g);
     else if (!slot.error.empty()) fail_waiting_collective(g);
+    if (!blocking) return 0;  // (wait() reports a failure)
     suspend(lk, r);
     return w.gathered;
+  }
+  /// Worker q's non-blocking collective on g has ended, at `at` (virtual time), with `error`
+  /// ("" for success); a wait() for it resumes.
+  void finish_pending(int q, double at, const std::string& error) {
+    Worker& w = worker(q);
+    w.nb.done = true;
+    w.nb.done_at = at;
+    w.nb.error = error;
+    if (w.status == Status::blocked && w.op.kind == Kind::wait) make_runnable(q);
+  }
+  bool pending_on(int q, int g) const {
+    const auto& p = workers_[static_cast<std::size_t>(q)].nb;
+    return p.active && !p.done && p.group == g;
   }
   /// Whether a member of g has left the run (WorkerFailure::leave).
   bool member_departed(const Group& g) const {
@@ -786,6 +871,10 @@ class Engine {
   void fail_waiting_collective(Group& g) {
     for (int q : g.members) {
       Worker& w = worker(q);
+      if (pending_on(q, g.id)) {
+        finish_pending(q, w.clock, g.slot.error);
+        continue;
+      }
       if (w.status == Status::blocked && is_collective(w.op.kind) && w.op.group == g.slot.op.group) {
         w.error = g.slot.error;
         make_runnable(q);
@@ -852,8 +941,12 @@ class Engine {
     }
     for (int q : g.members) {
       Worker& w = worker(q);
+      if (pending_on(q, g.id)) {  // it went on computing: wait() takes it to done_at
+        finish_pending(q, done_at, slot.error);
+        continue;
+      }
       if (!slot.error.empty()) w.error = slot.error;
-      if (w.status == Status::blocked) {
+      if (w.status == Status::blocked && is_collective(w.op.kind) && w.op.group == g.id) {
         if (opt_.mode == Mode::virtual_time) w.clock = done_at;
         make_runnable(q);
       }
@@ -899,6 +992,7 @@ class Engine {
       for (std::size_t k = i; k < j; ++k) made->members.push_back(g.members[static_cast<std::size_t>(order[k])]);
       made->init(opt_.cost);
       const int id = static_cast<int>(groups_.size());
+      made->id = id;
       for (std::size_t k = i; k < j; ++k) args(order[k])->result = {id, static_cast<int>(k - i), static_cast<int>(j - i)};
       groups_.push_back(std::move(made));
       i = j;
@@ -1137,9 +1231,14 @@ class Engine {
       if (g.slot.arrived == 0 || g.rank_of(r) < 0) continue;
       for (int q : g.members) {
         const Worker& w = workers_[static_cast<std::size_t>(q)];
-        if (w.status == Status::blocked && is_collective(w.op.kind) && w.op.group == int(id))
-          fail_waiting(q, concat("slowmo: worker ", q, ": ", kind_name(w.op.kind), " needs every ",
-                                 id ? "member of its group" : "worker", ", but ", departed_description()), at);
+        const bool pending = pending_on(q, int(id));
+        if (pending || (w.status == Status::blocked && is_collective(w.op.kind) && w.op.group == int(id))) {
+          std::string why = concat("slowmo: worker ", q, ": ", kind_name(pending ? w.nb.kind : w.op.kind),
+                                   " needs every ", id ? "member of its group" : "worker", ", but ",
+                                   departed_description());
+          if (pending) finish_pending(q, std::max(w.clock, at), why);
+          else fail_waiting(q, std::move(why), at);
+        }
       }
       g.slot.clear();
     }
@@ -1343,6 +1442,8 @@ class Engine {
         what += "has returned";
       else if (w.op.kind == Kind::receive)
         what += concat("waits in exchange for a message from worker ", w.op.peer, group_note(w.op.group));
+      else if (w.op.kind == Kind::wait)
+        what += concat("waits for its non-blocking ", kind_name(w.nb.kind), group_note(w.op.group));
       else
         what += concat("waits in ", kind_name(w.op.kind), group_note(w.op.group));
     }

@@ -16,6 +16,14 @@
 
 namespace slowmo::detail {
 
+/// The engine's side of a Request: the worker's one non-blocking collective.
+struct PendingCollective {
+  Engine* engine = nullptr;
+  Seat at{};
+  void wait() { engine->wait(at); }
+  bool ready() { return engine->test(at); }
+};
+
 /// A worker's communicator over every worker of the run (what run() hands out) or over a
 /// group that split() made; the derived backends add what only they have.
 class LocalComm {
@@ -59,6 +67,15 @@ class LocalComm {
   std::size_t all_gather_v(std::span<const std::uint8_t> send, std::span<std::uint8_t> recv,
                            std::span<std::size_t> counts) {
     return engine_->all_gather_v(at_, send, recv, counts);
+  }
+  // NonBlockingCommunicator (core/communicator.hpp).
+  Request<PendingCollective> start_all_reduce(std::span<float> buf, ReduceOp op) {
+    engine_->start_all_reduce(at_, buf, op);
+    return Request<PendingCollective>(PendingCollective{engine_, at_});
+  }
+  Request<PendingCollective> start_all_reduce(std::span<double> buf, ReduceOp op) {
+    engine_->start_all_reduce(at_, buf, op);
+    return Request<PendingCollective>(PendingCollective{engine_, at_});
   }
   // SharedModelCommunicator (core/shared_model.hpp): on the communicator run() handed out
   // only (a sub-communicator's call throws usage_error).
