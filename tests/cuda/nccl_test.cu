@@ -24,6 +24,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <memory>
 #include <numeric>
 #include <optional>
 #include <stdexcept>
@@ -106,6 +107,24 @@ struct DeviceMirror {
     DeviceVector<T> d = to_device<T>(buf);
     comm.all_reduce(cuda::as_span(d), op);
     back(d, buf);
+  }
+  /// The device copy stays with the request, and comes back to buf when it is waited for.
+  template <class T>
+  struct Pending {
+    std::unique_ptr<DeviceVector<T>> d;
+    std::span<T> host;
+    Request<cuda::PendingNccl> inner;
+    void wait() {
+      inner.wait();
+      back(*d, host);
+    }
+    bool ready() { return inner.ready(); }
+  };
+  template <class T>
+  Request<Pending<T>> start_all_reduce(std::span<T> buf, ReduceOp op) {
+    auto d = std::make_unique<DeviceVector<T>>(to_device<T>(buf));
+    auto inner = comm.start_all_reduce(cuda::as_span(*d), op);
+    return Request<Pending<T>>(Pending<T>{std::move(d), buf, std::move(inner)});
   }
   template <class T>
   void broadcast(std::span<T> buf, int root) {
@@ -381,6 +400,7 @@ TEST_SUITE("host") {
 }
 
 static_assert(slowmo::check_split_communicator<cuda::Nccl>());
+static_assert(slowmo::check_non_blocking_communicator<cuda::Nccl>());
 
 TEST_SUITE("device") {
   TEST_CASE("conformance suite on every GPU: host spans (staged) and device spans") {
@@ -391,8 +411,13 @@ TEST_SUITE("device") {
     });
   }
 
-  TEST_CASE("conformance suite on groups from split() (ncclCommSplit)") {
-    cuda::run_local({}, [](cuda::Nccl& comm) { conformance::groups(comm); });
+  TEST_CASE("conformance suite on groups from split() (ncclCommSplit), and the non-blocking all-reduce") {
+    cuda::run_local({}, [](cuda::Nccl& comm) {
+      conformance::groups(comm);
+      conformance::non_blocking<float>(comm);  // host spans: staged, done at the start
+      DeviceMirror mirror{comm};
+      conformance::non_blocking<double>(mirror);  // device spans: on the side stream
+    });
   }
 
   TEST_CASE_TEMPLATE("SlowMo and friends on the GPU(s) equal the simulator on the host", T, float, double) {

@@ -133,6 +133,39 @@ struct NcclOptions {
   bool validate = true;
 };
 
+namespace detail {
+/// What a worker's non-blocking all-reduces run on: a side stream, and the events that
+/// order it after the caller's stream (ready) and the caller's stream after it (done).
+struct Overlap {
+  Stream side;
+  cudaEvent_t ready = nullptr, done = nullptr;
+  bool pending = false;
+  Overlap() {
+    check(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+    check(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  }
+  ~Overlap() {
+    (void)cudaEventDestroy(ready);
+    (void)cudaEventDestroy(done);
+  }
+  Overlap(const Overlap&) = delete;
+  Overlap& operator=(const Overlap&) = delete;
+};
+}  // namespace detail
+
+/// The NCCL side of a Request: wait() makes the calling thread's current stream wait for the
+/// side stream's all-reduce (stream-ordered, as every Nccl operation: the host does not
+/// block); ready() asks the event. Null: it was done when it started (host memory, staged).
+struct PendingNccl {
+  detail::Overlap* overlap = nullptr;
+  void wait() {
+    if (!overlap) return;
+    overlap->pending = false;
+    check(cudaStreamWaitEvent(current_stream(), overlap->done, 0), "cudaStreamWaitEvent");
+  }
+  bool ready() { return !overlap || cudaEventQuery(overlap->done) == cudaSuccess; }
+};
+
 /// A Communicator over NCCL for buffers in device memory (see the top of this file).
 class Nccl {
  public:
@@ -161,7 +194,8 @@ class Nccl {
         staging_(std::move(o.staging_)),
         bytes_sent_(o.bytes_sent_),
         messages_sent_(o.messages_sent_),
-        sizes_(std::move(o.sizes_)) {}
+        sizes_(std::move(o.sizes_)),
+        overlap_(std::move(o.overlap_)) {}
   Nccl& operator=(Nccl&&) = delete;
   Nccl(const Nccl&) = delete;
   Nccl& operator=(const Nccl&) = delete;
@@ -265,6 +299,14 @@ class Nccl {
     check_async("barrier");
     agree(Kind::barrier, 0, 0, 0, /*always=*/true);
   }
+
+  /// NonBlockingCommunicator (core/communicator.hpp): ncclAllReduce on this worker's side
+  /// stream, after what the current stream has queued; the request's wait() orders the
+  /// current stream after it. Spans over host memory are staged and reduced at once (the
+  /// request is done when it returns). One at a time: another start before the wait throws
+  /// usage_error.
+  Request<PendingNccl> start_all_reduce(std::span<float> buf, ReduceOp op) { return start_all_reduce_impl(buf, op); }
+  Request<PendingNccl> start_all_reduce(std::span<double> buf, ReduceOp op) { return start_all_reduce_impl(buf, op); }
 
   /// SplitCommunicator (core/communicator.hpp): collective; ncclCommSplit over this
   /// communicator, with the host channel split alike. The workers first learn everyone's
@@ -424,6 +466,33 @@ class Nccl {
   }
 
   template <class T>
+  Request<PendingNccl> start_all_reduce_impl(std::span<T> buf, ReduceOp op) {
+    check_device("start_all_reduce");
+    if (overlap_ && overlap_->pending)
+      throw usage_error(slowmo::detail::concat("slowmo::cuda::Nccl: worker ", rank_,
+                                               ": start_all_reduce while its last one has not been waited for: "
+                                               "wait() for it first (one non-blocking collective at a time)"));
+    if (buf.empty() || !detail::device_accessible(buf.data())) {
+      all_reduce_impl(buf, op, current_stream());
+      return Request<PendingNccl>(PendingNccl{});
+    }
+    agree(op == ReduceOp::sum ? Kind::all_reduce_sum : Kind::all_reduce_mean, slowmo::detail::element_code<T>(),
+          std::int64_t(buf.size()), -1);
+    if (!overlap_) overlap_ = std::make_unique<detail::Overlap>();
+    detail::Overlap& o = *overlap_;
+    check(cudaEventRecord(o.ready, current_stream()), "cudaEventRecord");
+    check(cudaStreamWaitEvent(o.side, o.ready, 0), "cudaStreamWaitEvent");
+    detail::check_nccl(ncclAllReduce(buf.data(), buf.data(), buf.size(), detail::nccl_type<T>(), ncclSum, comm_, o.side),
+                       "ncclAllReduce", " (non-blocking) of ", buf.size(), " values on worker ", rank_);
+    if (op == ReduceOp::mean && size_ > 1)
+      detail::for_each(std::int64_t(buf.size()), detail::DivideBy<T>{T(size_)}, o.side.get(), buf.data());
+    check(cudaEventRecord(o.done, o.side), "cudaEventRecord");
+    o.pending = true;
+    bytes_sent_ += static_cast<std::uint64_t>(2.0 * (size_ - 1) / size_ * double(buf.size_bytes()));
+    return Request<PendingNccl>(PendingNccl{&o});
+  }
+
+  template <class T>
   void broadcast_impl(std::span<T> buf, int root, cudaStream_t stream) {
     check_device("broadcast");
     if (root < 0 || root >= size_)
@@ -577,6 +646,7 @@ class Nccl {
   DeviceVector<double> staging_;  // device copy of host-memory spans; grows once
   std::uint64_t bytes_sent_ = 0, messages_sent_ = 0;
   std::vector<std::int64_t> sizes_;  // all-gathers: every worker's (count, capacity, counts size)
+  std::unique_ptr<detail::Overlap> overlap_;  // non-blocking all-reduces: made at the first
 };
 
 static_assert(check_communicator<Nccl>());
