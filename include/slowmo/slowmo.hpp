@@ -28,6 +28,7 @@
 #include "slowmo/distributed/reduce.hpp"
 #include "slowmo/distributed/sgp.hpp"
 #include "slowmo/distributed/slowmo.hpp"
+#include "slowmo/distributed/streaming_diloco.hpp"
 #include "slowmo/distributed/topology.hpp"
 #include "slowmo/optim/adagrad.hpp"
 #include "slowmo/optim/adam.hpp"

@@ -175,6 +175,12 @@ void for_each_composition(F&& f, Config cfg = {}) {
                                        {.levels = levels(c, 2, 4), .base_state = OnSync::reset}),
                   c, {.tau = 4, .beta = 0.5});
   });
+  // Streaming DiLoCo: 3 fragments, each synchronised every 6 steps, one step of overlap
+  f("streaming_diloco", 1, [=](auto& c) {
+    return StreamingDiLoCo(AdamW<T>({.lr = 0.05, .non_finite = nf}), c,
+                           {.H = 6, .fragments = 3, .overlap = 1, .alpha = 0.5},
+                           outer::HeavyBall<T>({.lr = 0.7, .momentum = 0.9, .nesterov = true}));
+  });
   // synchronisation schedules (distributed/period.hpp)
   f("local_sgd_qsr", 1, [=](auto& c) {
     return LocalSgd(Nesterov<T, Cos>({.lr = 0.1, .non_finite = nf}, {.total_steps = 40}), c, {.H = 2},

@@ -38,6 +38,27 @@ struct PseudoGradientThen {
   }
 };
 
+/// out = in: a fragment of the parameters into the buffer its all-reduce works on.
+struct CopyInto {
+  template <class V>
+  SLOWMO_HOST_DEVICE void operator()(V& out, const V& in) const {
+    out = in;
+  }
+};
+
+/// Streaming DiLoCo's merge of a synchronised fragment (torchft's fragment_update_alpha):
+/// x = global + alpha (x - global), torch.lerp from the new global point towards the local
+/// one; alpha = 0 takes the global point exactly.
+template <class T>
+struct MergeFragment {
+  T alpha;
+
+  template <class V>
+  SLOWMO_HOST_DEVICE void operator()(V& x, const V& global) const {
+    x = global + V(alpha) * (x - global);
+  }
+};
+
 /// Heavy-ball outer step on the shared pseudo-gradient d, which xd holds on entry (SlowMo
 /// Alg. 1 lines 8-9; BMUF; FedAvgM; with nesterov, DiLoCo's outer Nesterov and BMUF-NBM):
 ///   u  = beta * u + d
