@@ -269,3 +269,75 @@ TEST_CASE("HALoS-style nest: each group's outer rule on its own, a global rule m
   }
   CHECK(max_diff(got, want) <= 1e-12);
 }
+
+TEST_CASE("module sharing (DiPaCo style): each module's outer step averages over the workers that hold it") {
+  using namespace slowmo;
+  // 4 workers on 2 paths of 2 modules out of 3: path 0 = {m0, m2} (workers 0, 1), path 1 =
+  // {m1, m2} (workers 2, 3). A worker's parameters are its path's [first module, m2], 3 values
+  // each; the first module's outer loop runs on the path's communicator, m2's on everyone's.
+  const int m = 4, steps = 16, tau = 4;
+  const double lr = 0.1, outer_lr = 0.7, mu = 0.5;
+  std::vector<Workers> got(std::size_t(steps), Workers(static_cast<std::size_t>(m)));
+  sim::run({.workers = m}, [&](sim::Comm& c) {
+    sim::Comm path = c.split(c.rank() / 2, c.rank());  // the holders of m0, or of m1
+    auto opt = outer_loop(outer_loop(Sgd<double>({.lr = lr}), path, {.tau = tau, .segment = {.offset = 0, .size = 3}},
+                                     outer::HeavyBall<double>({.lr = outer_lr, .momentum = mu})),
+                          c, {.tau = tau, .segment = {.offset = 3, .size = 3}},
+                          outer::HeavyBall<double>({.lr = outer_lr, .momentum = mu}));
+    Vector<double> x = x_start(6), g(6);
+    opt.start(x);
+    for (int t = 0; t < steps; ++t) {
+      zoo::gradient(c.rank(), x, g);
+      opt.step(x, g);
+      got[std::size_t(t)][std::size_t(c.rank())] = x;
+    }
+  });
+  // The loop: each module k has its global point y_k and momentum v_k; every tau steps,
+  // d = y_k - (mean of its holders' copies), v = mu v + d, y -= lr v, every holder takes y.
+  std::vector<Workers> want;
+  Workers x(std::size_t(m), x_start(6));
+  std::vector<Vector<double>> y = {x_start(6).head(3), x_start(6).head(3), x_start(6).tail(3)};
+  std::vector<Vector<double>> v(3, Vector<double>::Zero(3));
+  auto sync = [&](int k, std::vector<int> holders, Eigen::Index at) {
+    Vector<double> mean = x[std::size_t(holders[0])].segment(at, 3);
+    for (std::size_t h = 1; h < holders.size(); ++h) mean += x[std::size_t(holders[h])].segment(at, 3);
+    mean /= double(holders.size());
+    const Vector<double> d = y[std::size_t(k)] - mean;
+    v[std::size_t(k)] = mu * v[std::size_t(k)] + d;
+    y[std::size_t(k)] -= outer_lr * v[std::size_t(k)];
+    for (int h : holders) x[std::size_t(h)].segment(at, 3) = y[std::size_t(k)];
+  };
+  for (int s = 1; s <= steps; ++s) {
+    for (int r = 0; r < m; ++r) sgd_step(r, x[std::size_t(r)], lr);
+    if (s % tau == 0) {
+      sync(0, {0, 1}, 0);
+      sync(1, {2, 3}, 0);
+      sync(2, {0, 1, 2, 3}, 3);
+    }
+    want.push_back(x);
+  }
+  CHECK(max_diff(got, want) <= 1e-12);
+  // The shared module agrees everywhere after a sync, the private ones only along their path.
+  const Workers& last = got.back();
+  CHECK(last[0].tail(3) == last[3].tail(3));
+  CHECK(last[0].head(3) == last[1].head(3));
+  CHECK(last[1].head(3) != last[2].head(3));
+}
+
+TEST_CASE("an outer loop of a segment: bad segments and base-state policies name the field") {
+  using namespace slowmo;
+  sim::run({.workers = 2}, [](sim::Comm& c) {
+    Vector<double> x = Vector<double>::Zero(6);
+    auto start_with = [&](OuterLoopOptions o) {
+      return check::error_of([&] {
+        auto opt = outer_loop(Sgd<double>({.lr = 0.1}), c, o);
+        opt.start(x);
+      });
+    };
+    CHECK(check::has(start_with({.tau = 2, .segment = {.offset = 4, .size = 3}}),
+                     "'segment' = {4, 3} is invalid: must lie inside the 6 parameters"));
+    CHECK(check::has(start_with({.tau = 2, .segment = {.offset = -1}}), "'segment.offset' = -1"));
+    CHECK(check::has(start_with({.tau = 2, .base_state = OnSync::average, .segment = {.offset = 1}}),
+                     "'base_state' = average is invalid: must be keep for an outer loop of a segment"));
+  });
+}

@@ -30,6 +30,13 @@
 
 namespace slowmo {
 
+/// The part of the parameters an outer loop synchronises: [offset, offset + size), or from
+/// offset to the end when size < 0 (the default: all of them).
+struct Segment {
+  Eigen::Index offset = 0;
+  Eigen::Index size = -1;
+};
+
 /// Options of the outer loop itself (the rule and the reduce policy have their own).
 struct OuterLoopOptions {
   std::int64_t tau = 48;              ///< base steps per outer step (SlowMo's tau, DiLoCo's H; a schedule's base period)
@@ -37,6 +44,10 @@ struct OuterLoopOptions {
   bool divide_by_lr = false;          ///< d_i = (x0 - x_i) / gamma, gamma the base's last lr (SlowMo); raw otherwise
   bool broadcast_initial = true;      ///< start(x): every worker takes worker 0's parameters
   Participation participation{};      ///< who takes part in each round (default: everyone, alike)
+  /// Only this segment is the outer loop's (a module its communicator's workers share, DiPaCo
+  /// style): its outer step averages and moves the segment alone, and start broadcasts it
+  /// alone. Nest one outer loop per module, in the same order on every worker.
+  Segment segment{};
 };
 
 namespace detail {
@@ -94,14 +105,16 @@ class OuterLoop {
   void start(ref_type x) {
     detail::require_not_stepped(name(), steps_);
     detail::check_step_sizes(name(), x.size(), x.size());
+    const auto [lo, len] = segment_of(x.size());
     // The reduce policy checks its options against n (a compressor's k) before x moves.
-    detail::init_policy(reduce_, static_cast<std::size_t>(x.size()));
-    if (options_.broadcast_initial) comm().broadcast(as_span(x), 0);
+    detail::init_policy(reduce_, static_cast<std::size_t>(len));
+    if (options_.broadcast_initial) comm().broadcast(std::span<scalar_type>(x.data() + lo, std::size_t(len)), 0);
     rebase(x);
   }
 
   void step(ref_type x, const_ref_type g) {
-    detail::check_step_sizes(name(), x.size(), g.size(), x0_.size() > 0 ? x0_.size() : -1);
+    if (n_ == 0 && x0_.size() > 0) n_ = whole() ? x0_.size() : x.size();  // resumed from a checkpoint
+    detail::check_step_sizes(name(), x.size(), g.size(), n_ > 0 ? n_ : -1);
     detail::require_started(name(), x0_.size() > 0);
     if (!participating()) return idle_step(x, g);
     // Everything that can refuse this step is checked before anything changes: an outer
@@ -112,7 +125,7 @@ class OuterLoop {
     const bool outer = round.ends;
     const std::optional<double> next = outer && options_.divide_by_lr ? slowmo::next_lr(base_) : std::nullopt;
     if (next) check_gamma(*next, steps_ + 1);
-    if (outer) check_rule_state(x.size());
+    if (outer) check_rule_state(segment_of(x.size()).second);
     base_.step(x, g);
     if (outer && options_.divide_by_lr && !next) check_gamma(static_cast<double>(base_.last_lr()), steps_ + 1);
     rounds_.advance(round, steps_);
@@ -148,9 +161,10 @@ class OuterLoop {
   /// After an outer step the parameters agree on every worker, and so does the base's state
   /// unless it is kept (and the rule's, computed from the shared d; a reduce policy's
   /// per-worker residual never does); in between, what the base's own steps left agreeing.
+  /// An outer loop of a segment makes only its segment agree: never all the parameters.
   Agreement agreement() const {
     const Agreement base = agreement_over(base_, workers());
-    if (!rounds_.ended_at(steps_)) return base;
+    if (!rounds_.ended_at(steps_) || !whole()) return base;
     return {.parameters = true,
             .state = detail::state_agrees_after(options_.base_state, base.state) && !detail::visits_buffers(reduce_)};
   }
@@ -158,9 +172,16 @@ class OuterLoop {
   /// The parameters are now x (set from outside, or by start): x0 follows, the rule's and the
   /// reduce policy's state are sized for it, and the base is rebased.
   void rebase(const_ref_type x) {
-    detail::init_policy(reduce_, static_cast<std::size_t>(x.size()));  // (may refuse n: before anything changes)
-    x0_ = x;
-    rule_.init(x.size());
+    const auto [lo, len] = segment_of(x.size());
+    detail::init_policy(reduce_, static_cast<std::size_t>(len));  // (may refuse n: before anything changes)
+    if (whole()) {
+      x0_ = x;
+    } else {
+      if (x0_.size() != len) x0_.resize(len);
+      space_type::for_each(len, rules::CopyInto{}, x0_.data(), x.data() + lo);
+    }
+    n_ = x.size();
+    rule_.init(len);
     slowmo::rebase(base_, x);
   }
 
@@ -265,25 +286,27 @@ class OuterLoop {
     const bool everyone = cohort_.everyone();
     if constexpr (std::is_same_v<space_type, Host>)  // (partial participation is host-only: see the ctor)
       if (!everyone) x *= scalar_type(cohort_.factor(comm().rank(), round));
+    const auto [lo, n] = segment_of(x.size());
+    scalar_type* xs = x.data() + lo;
+    const std::span<scalar_type> seg(xs, std::size_t(n));
     const ReduceContext reduce_ctx{.round = round, .agreed = everyone && agreement_over(base_, workers()).parameters};
     const rules::PseudoGradient<scalar_type> pseudo_gradient{scalar_type(gamma), options_.divide_by_lr};
     const auto kernel = rule_.kernel(OuterContext{.round = round, .lr_scale = options_.divide_by_lr ? gamma : 1.0});
-    const Eigen::Index n = x.size();
     std::apply(
         [&](auto&... buffer) {
           if constexpr (detail::exact_mean_policy<Reduce>) {
             // The exact mean commutes with forming the pseudo-gradient: average the
             // parameters, then d = (x0 - x_bar) [/ gamma] and the rule in one pass.
-            reduce_.reduce(as_span(x), comm(), reduce_ctx);
+            reduce_.reduce(seg, comm(), reduce_ctx);
             detail::apply_sync_policy(options_.base_state, base_, comm());
             space_type::for_each(n, rules::PseudoGradientThen<scalar_type, decltype(kernel)>{pseudo_gradient, kernel},
-                                 x.data(), x0_.data(), buffer.data()...);
+                                 xs, x0_.data(), buffer.data()...);
           } else {
             // Any other policy sees each worker's own d_i (to compress it, keep a residual).
-            space_type::for_each(n, pseudo_gradient, x.data(), x0_.data());
-            reduce_.reduce(as_span(x), comm(), reduce_ctx);
+            space_type::for_each(n, pseudo_gradient, xs, x0_.data());
+            reduce_.reduce(seg, comm(), reduce_ctx);
             detail::apply_sync_policy(options_.base_state, base_, comm());
-            space_type::for_each(n, kernel, x.data(), x0_.data(), buffer.data()...);
+            space_type::for_each(n, kernel, xs, x0_.data(), buffer.data()...);
           }
         },
         rule_.buffers());
@@ -303,8 +326,29 @@ class OuterLoop {
     self.base_.visit_state(v, &base_scope);
   }
 
+  bool whole() const { return options_.segment.offset == 0 && options_.segment.size < 0; }
+  /// The segment's (offset, length) in parameters of size n; invalid_option if it does not fit.
+  std::pair<Eigen::Index, Eigen::Index> segment_of(Eigen::Index n) const {
+    const Segment& s = options_.segment;
+    const Eigen::Index len = s.size < 0 ? n - s.offset : s.size;
+    if (s.offset > n || len < (whole() ? 0 : 1) || s.offset + len > n)
+      detail::require_option(false, name(), "segment", detail::concat("{", s.offset, ", ", s.size, "}"),
+                             detail::concat("must lie inside the ", n, " parameters and hold at least one"));
+    return {s.offset, len};
+  }
+
   static OuterLoopOptions validated(const char* name, const OuterLoopOptions& o, const Base& base) {
     detail::require_option(o.tau >= 1, name, "tau", o.tau, "must be >= 1 (base steps per outer step)");
+    const bool whole = o.segment.offset == 0 && o.segment.size < 0;
+    detail::require_option(o.segment.offset >= 0, name, "segment.offset", o.segment.offset, "must be >= 0");
+    // The base's state covers every parameter: a module's outer step must leave it alone.
+    detail::require_option(whole || o.base_state == OnSync::keep, name, "base_state", to_string(o.base_state),
+                           "must be keep for an outer loop of a segment (the base's state covers every parameter, "
+                           "not the segment's alone)");
+    const Participation& p = o.participation;
+    detail::require_option(whole || (p.count == 0 && p.fraction == 0 && p.weights.empty()), name, "participation",
+                           detail::concat("{count ", p.count, ", fraction ", p.fraction, "}"),
+                           "is not available for an outer loop of a segment (every holder of the module takes part)");
     // A base that averages by itself after steps offset + j * period (LocalSgd: W + jH):
     // every outer step (a multiple of tau) falls on one of them iff both tau and the offset
     // are multiples of the period.
@@ -325,6 +369,7 @@ class OuterLoop {
   Rule rule_;
   Reduce reduce_;
   vector_type x0_;
+  Eigen::Index n_ = 0;  // the parameters' size (0 before start); x0_ holds the segment's
   std::int64_t steps_ = 0;
   period::Rounds<Period> rounds_;
   mutable detail::Cohort cohort_;  // (mutable: it caches the sample of the round last asked)
