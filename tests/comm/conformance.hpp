@@ -3,7 +3,7 @@
 // run where the backend is a GatherCommunicator (every test file asserts it is). Each check runs inside one worker and
 // throws conformance::failure on a wrong value, naming the worker, the check and the
 // index, so that the same code reports through doctest in-process and through the exit
-// code under mpiexec. The shared global model (SharedModelCommunicator) has its own entries:
+// code under mpiexec. neighbor_sum runs where the backend is a NeighborCommunicator. The shared global model (SharedModelCommunicator) has its own entries:
 // host_model_errors<T>(comm) (nothing hosted after it) and shared_model<T>(comm), which hosts
 // the model and so runs once per run.
 #pragma once
@@ -317,6 +317,108 @@ void gather_errors(C& comm) {
   for (int q = 0; q < m; ++q) expect_block<T>(recv, std::size_t(q) * 4, q, 4, r, "all_gather after errors");
 }
 
+// ---- neighbor_sum (NeighborCommunicator) ----------------------------------------------------
+
+/// The test pattern of round `round`: j -> i (i != j) when (i + 2 j + round) % 3 != 0, except
+/// that with m >= 3 worker m - 1 sends to nobody and worker 0 hears from nobody; degrees differ.
+inline bool neighbor_edge(int j, int i, int m, int round) {
+  if (i == j) return false;
+  if (m >= 3 && (j == m - 1 || i == 0)) return false;
+  return (i + 2 * j + round) % 3 != 0;
+}
+
+/// What worker j sends in round `round` at index i: not exactly representable, so that the
+/// order of the additions shows in the last bits.
+template <class T>
+T neighbor_value(int j, int round, std::size_t i) {
+  return T(j + 1) * T(0.1) + T(double(i % 13) * 1e-3) + T(round) * T(0.37);
+}
+
+/// neighbor_sum over the pattern above, several rounds in a row with no barrier between: the
+/// sum received is the sources' buffers added in the order sources lists them (descending rank
+/// in even rounds, ascending in odd ones), exactly; the weight is their weights added from 0
+/// in the same order; with no sources, in = 0 and the weight 0.
+template <class T, slowmo::NeighborCommunicator C>
+void neighbor_sum(C& comm) {
+  const int m = comm.size(), r = comm.rank();
+  for (int round = 0; round < 4; ++round) {
+    std::vector<int> dests, sources;
+    for (int i = 0; i < m; ++i)
+      if (neighbor_edge(r, i, m, round)) dests.push_back(i);
+    for (int j = 0; j < m; ++j)
+      if (neighbor_edge(j, r, m, round)) sources.push_back(j);
+    if (round % 2 == 0) std::reverse(sources.begin(), sources.end());
+    if (m >= 3 && r == 0) expect(sources.empty(), "worker 0 has in-peers in the test pattern");
+    if (m >= 3 && r == m - 1) expect(dests.empty(), "worker ", m - 1, " has out-peers in the test pattern");
+    for (std::size_t n : sizes) {
+      if (n > 1001 && round > 0) continue;
+      std::vector<T> out(n), in(n, T(-1));
+      for (std::size_t i = 0; i < n; ++i) out[i] = neighbor_value<T>(r, round, i);
+      const double w = comm.neighbor_sum(std::span<const T>(out), 0.5 + r + round, std::span<const int>(dests),
+                                         std::span<T>(in), std::span<const int>(sources));
+      double expected_w = 0;
+      for (int j : sources) expected_w += 0.5 + j + round;
+      expect(w == expected_w, "worker ", r, ": neighbor_sum round ", round, " returned weight ", w, ", not ",
+             expected_w);
+      for (std::size_t i = 0; i < n; ++i) {
+        T sum = sources.empty() ? T(0) : neighbor_value<T>(sources[0], round, i);
+        for (std::size_t q = 1; q < sources.size(); ++q) sum = T(sum + neighbor_value<T>(sources[q], round, i));
+        expect(in[i] == sum, "worker ", r, ": neighbor_sum round ", round, " n = ", n, " index ", i, ": ", in[i],
+               " != ", sum, " (the sum over ", sources.size(), " sources in their order)");
+      }
+    }
+  }
+}
+
+/// neighbor_sum's errors: peers out of range, the worker itself or listed twice (on the worker
+/// that made them, before anything is sent), and a message of the wrong size (on its
+/// receiver, naming both workers and the sizes, between workers 0 and 1 only so that on NCCL,
+/// where both ends of the pair throw, nobody else waits); then it still works.
+template <class T, slowmo::NeighborCommunicator C>
+void neighbor_sum_errors(C& comm) {
+  const int m = comm.size(), r = comm.rank();
+  std::vector<T> out(3, T(1)), in(3);
+  auto call = [&](std::vector<int> dests, std::vector<int> sources, std::size_t n_out = 3) {
+    return comm_error_of([&] {
+      comm.neighbor_sum(std::span<const T>(out.data(), n_out), 1.0, std::span<const int>(dests), std::span<T>(in),
+                        std::span<const int>(sources));
+    });
+  };
+  auto names = [](const std::string& e, const std::string& what) { return e.find(what) != std::string::npos; };
+  std::string e = call({m}, {});
+  expect(names(e, slowmo::detail::concat("neighbor_sum dests[0] = ", m, " is out of range [0, ", m, ")")), "worker ",
+         r, ": a dest out of range gave '", e, "'");
+  e = call({}, {-1});
+  expect(names(e, "neighbor_sum sources[0] = -1 is out of range"), "worker ", r, ": a source out of range gave '", e,
+         "'");
+  e = call({r}, {});
+  expect(names(e, slowmo::detail::concat("dests[0] = ", r, " is the ")) && names(e, "itself"), "worker ", r,
+         ": a dest that is the worker itself gave '", e, "'");
+  if (m < 2) return;
+  const int peer = (r + 1) % m;
+  e = call({peer, peer}, {});
+  expect(names(e, slowmo::detail::concat(" ", peer, " twice in its dests")), "worker ", r, ": a dest listed twice gave '",
+         e, "'");
+  e = call({}, {peer, peer});
+  expect(names(e, slowmo::detail::concat(" ", peer, " twice in its sources")), "worker ", r,
+         ": a source listed twice gave '", e, "'");
+  // Worker 0 sends 2 values to worker 1, which expects 3.
+  const bool pair = r < 2;
+  e = call(pair ? std::vector<int>{1 - r} : std::vector<int>{}, pair ? std::vector<int>{1 - r} : std::vector<int>{},
+           r == 0 ? 2 : 3);
+  if (r == 1)
+    expect(names(e, "neighbor_sum") && names(e, "1 expected 3") && names(e, " 0, which sen") && names(e, "2"),
+           "worker 1: a message of 2 values where 3 were expected gave '", e, "'");
+  // Still in step: a ring.
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = T(10 * r + int(i));
+  const int from = (r + m - 1) % m;
+  const std::vector<int> to{peer}, src{from};
+  const double w = comm.neighbor_sum(std::span<const T>(out), 2.0 * r, std::span<const int>(to), std::span<T>(in),
+                                     std::span<const int>(src));
+  expect(w == 2.0 * from && in[2] == T(10 * from + 2), "worker ", r, ": neighbor_sum after errors got ", in[2],
+         " and weight ", w);
+}
+
 template <class T, slowmo::GatherCommunicator C>
 void gathers(C& comm) {
   all_gather<T>(comm);
@@ -336,6 +438,12 @@ void all(C& comm) {
   exchange<double>(comm);
   clock(comm);
   barrier(comm);
+  if constexpr (slowmo::NeighborCommunicator<C>) {
+    neighbor_sum<float>(comm);
+    neighbor_sum<double>(comm);
+    neighbor_sum_errors<float>(comm);
+    neighbor_sum_errors<double>(comm);
+  }
   if constexpr (slowmo::GatherCommunicator<C>) {
     gathers<float>(comm);
     gathers<double>(comm);

@@ -23,6 +23,8 @@ static_assert(slowmo::check_communicator<slowmo::sim::Comm>());
 static_assert(slowmo::check_gather_communicator<slowmo::sim::Comm>());
 static_assert(slowmo::check_gather_communicator<slowmo::threads::Comm>());
 static_assert(slowmo::check_gather_communicator<slowmo::SingleWorker>());
+static_assert(slowmo::check_neighbor_communicator<slowmo::sim::Comm>());
+static_assert(slowmo::check_neighbor_communicator<slowmo::threads::Comm>());
 static_assert(slowmo::SharedModelCommunicator<slowmo::sim::Comm>);
 static_assert(slowmo::SharedModelCommunicator<slowmo::threads::Comm>);
 static_assert(slowmo::check_shared_model_communicator<slowmo::sim::Comm>());
@@ -424,3 +426,54 @@ static_assert(!slowmo::GatherCommunicator<MissingBarrier>);
 // The shared model is a refinement too: a Communicator without it is not one.
 static_assert(!slowmo::SharedModelCommunicator<Complete>);
 static_assert(!slowmo::SharedModelCommunicator<slowmo::SingleWorker>);
+
+// neighbor_sum on the in-process backends: a pattern that is not consistent fails with the
+// calls named, and a receive nobody will match is a deadlock, never a hang.
+template <class Run>
+void neighbor_sum_misuse(Run run) {
+  // Call 1: worker 0 sends to worker 1, which lists no sources; call 2: a ring, so worker 1
+  // finds call 1's message where it waits for call 2's.
+  std::vector<std::string> errors(3);
+  CHECK_NOTHROW(run([&](auto& c) {
+    const int r = c.rank();
+    std::vector<double> out(2, 1.0), in(2);
+    const std::vector<int> none, first = r == 0 ? std::vector<int>{1} : none;
+    c.neighbor_sum(std::span<const double>(out), 1.0, std::span<const int>(first), std::span<double>(in),
+                   std::span<const int>(none));
+    const std::vector<int> to{(r + 1) % 3}, from{(r + 2) % 3};
+    errors[std::size_t(r)] = conformance::comm_error_of([&] {
+      c.neighbor_sum(std::span<const double>(out), 1.0, std::span<const int>(to), std::span<double>(in),
+                     std::span<const int>(from));
+    });
+  }));
+  CHECK(errors[0].empty());
+  CHECK(errors[1] ==
+        "slowmo: neighbor_sum: worker 0 sent worker 1 a message in its call 1, but worker 1 did not list worker 0 "
+        "among its sources in its call 1 (it is now in call 2); worker j must list i in its dests exactly when i "
+        "lists j in its sources, in the same round");
+  CHECK(errors[2].empty());
+  // Worker 1 waits for worker 0, which sends nothing and returns.
+  std::string what;
+  try {
+    run([&](auto& c) {
+      std::vector<double> out(2, 1.0), in(2);
+      const std::vector<int> none, from{0};
+      c.neighbor_sum(std::span<const double>(out), 1.0, std::span<const int>(none), std::span<double>(in),
+                     std::span<const int>(c.rank() == 1 ? from : none));
+    });
+  } catch (const slowmo::worker_error& e) {
+    what = e.what();
+  }
+  CHECK(what.find("deadlock") != std::string::npos);
+  CHECK(what.find("worker 1 waits in neighbor_sum for a message from worker 0") != std::string::npos);
+}
+
+TEST_CASE("neighbor_sum: an inconsistent pattern names the calls; an unmatched receive is a deadlock") {
+  SUBCASE("simulator") {
+    neighbor_sum_misuse([](auto&& f) { slowmo::sim::run({.workers = 3}, [&](slowmo::sim::Comm& c) { f(c); }); });
+  }
+  SUBCASE("threads") {
+    neighbor_sum_misuse(
+        [](auto&& f) { slowmo::threads::run({.workers = 3}, [&](slowmo::threads::Comm& c) { f(c); }); });
+  }
+}

@@ -46,6 +46,8 @@ using Const = schedule::Constant;
 
 static_assert(check_communicator<cuda::Nccl>());
 static_assert(check_gather_communicator<cuda::Nccl>());
+static_assert(check_neighbor_communicator<cuda::Nccl>());
+static_assert(Optimizer<Sgp<cuda::Sgd<float>, cuda::Nccl, RandomDirectedGraph>>);
 static_assert(Optimizer<SlowMo<cuda::Adam<float>, cuda::Nccl>> && Optimizer<SlowMo<cuda::Sgd<double>, cuda::Nccl>>);
 static_assert(Optimizer<LocalSgd<cuda::Nesterov<float>, cuda::Nccl>>);
 static_assert(Optimizer<GradientAllReduce<cuda::AdamW<double>, cuda::Nccl>>);
@@ -137,6 +139,15 @@ struct DeviceMirror {
     const DeviceVector<T> d_out = to_device<T>(out);
     DeviceVector<T> d_in(Eigen::Index(in.size()));
     const double w = comm.exchange(cuda::as_span(d_out), weight, dest, cuda::as_span(d_in), source);
+    back(d_in, in);
+    return w;
+  }
+  template <class T>
+  double neighbor_sum(std::span<const T> out, double weight, std::span<const int> dests, std::span<T> in,
+                      std::span<const int> sources) {
+    const DeviceVector<T> d_out = to_device<T>(out);
+    DeviceVector<T> d_in(Eigen::Index(in.size()));
+    const double w = comm.neighbor_sum(cuda::as_span(d_out), weight, dests, cuda::as_span(d_in), sources);
     back(d_in, in);
     return w;
   }
@@ -254,6 +265,9 @@ void every_algorithm(int m) {
   if (m >= 3) {
     device_equals_simulator<T>("sgp, ring with 2 peers", m, [](auto s, auto& c) {
       return Sgp(Sgd<T, Const, decltype(s)>({.lr = 0.1}), c, Ring(c.size(), 2));
+    });
+    device_equals_simulator<T>("sgp, random directed graph", m, [](auto s, auto& c) {
+      return Sgp(Sgd<T, Const, decltype(s)>({.lr = 0.1}), c, RandomDirectedGraph(c.size(), 2, 42));
     });
   }
 }

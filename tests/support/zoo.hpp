@@ -5,6 +5,7 @@
 // joins every check with one line in for_each_composition.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -157,6 +158,13 @@ void for_each_composition(F&& f, Config cfg = {}) {
   });
   f("sgp", 2, [=](auto& c) { return Sgp(Nesterov<T>({.lr = 0.1, .non_finite = nf}), c); });
   f("sgp_ring2", 3, [=](auto& c) { return Sgp(Sgd<T>({.lr = 0.1, .non_finite = nf}), c, Ring(c.size(), 2)); });
+  // Out-degrees 1..3 that differ, so the weights move; period 4, so that the run-ahead of the
+  // in-process backends (a worker may be rounds ahead of one it sends to) reaches its steady
+  // state within the registry's first 12 steps.
+  f("sgp_random_directed", 3, [=](auto& c) {
+    return Sgp(Sgd<T>({.lr = 0.1, .momentum = 0.5, .non_finite = nf}), c,
+               RandomDirectedGraph(c.size(), std::min(3, c.size() - 1), 42, 4));
+  });
   f("slowmo_sgp", 2, [=](auto& c) { return SlowMo(Sgp(Sgd<T>({.lr = 0.1, .non_finite = nf}), c), c, {.tau = 6, .beta = 0.5}); });
   f("lookahead_sgp", 2,
     [=](auto& c) { return Lookahead(Sgp(Sgd<T>({.lr = 0.1, .momentum = 0.5, .non_finite = nf}), c), {.k = 4}); });

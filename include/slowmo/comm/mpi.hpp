@@ -368,6 +368,17 @@ class Comm {
   double exchange(std::span<const double> out, double weight, int dest, std::span<double> in, int source) {
     return exchange_impl(out, weight, dest, in, source);
   }
+  // NeighborCommunicator (core/communicator.hpp): MPI_Isend to every dest, MPI_Recv from the
+  // sources in their order (added into in), then MPI_Waitall. The weight travels in a small
+  // header with this rank's neighbor_sum count, which validated mode checks.
+  double neighbor_sum(std::span<const float> out, double weight, std::span<const int> dests, std::span<float> in,
+                      std::span<const int> sources) {
+    return neighbor_sum_impl(out, weight, dests, in, sources);
+  }
+  double neighbor_sum(std::span<const double> out, double weight, std::span<const int> dests, std::span<double> in,
+                      std::span<const int> sources) {
+    return neighbor_sum_impl(out, weight, dests, in, sources);
+  }
 
   // GatherCommunicator (core/communicator.hpp).
   void all_gather(std::span<const float> send, std::span<float> recv) { all_gather_impl(send, recv); }
@@ -695,6 +706,92 @@ class Comm {
                                                "all the ranks; call it on the communicator the program started with"));
   }
 
+  // neighbor_sum: its own tags, so that its messages never match an exchange's.
+  static constexpr int neighbor_data_tag = 0x5109;
+  static constexpr int neighbor_header_tag = 0x510A;
+
+  template <class T>
+  std::vector<T>& neighbor_scratch() {
+    if constexpr (std::is_same_v<T, float>) return neighbor_f32_;
+    else return neighbor_f64_;
+  }
+
+  template <class T>
+  double neighbor_sum_impl(std::span<const T> out, double weight, std::span<const int> dests, std::span<T> in,
+                           std::span<const int> sources) {
+    for (const auto& [peers, what] : {std::pair{dests, "dests"}, std::pair{sources, "sources"}})
+      if (std::string e = detail::neighbor_peer_error("slowmo::mpi", "rank", rank(), size(), peers, what,
+                                                      neighbor_mark_, neighbor_epoch_);
+          !e.empty())
+        throw comm_error(e);
+    const int n_out = count_of(out, "neighbor_sum");
+    const int n_in = count_of(in, "neighbor_sum");
+    const MPI_Comm c = MPI_Comm(comm_);
+    const double call = double(++neighbor_calls_);
+    neighbor_header_ = {weight, call};  // read by every send until MPI_Waitall
+    neighbor_requests_.resize(2 * dests.size());
+    for (std::size_t j = 0; j < dests.size(); ++j) {
+      BOOST_MPI_CHECK_RESULT(MPI_Isend, (out.data(), n_out, mpi_type<T>(), dests[j], neighbor_data_tag, c,
+                                         &neighbor_requests_[2 * j]));
+      BOOST_MPI_CHECK_RESULT(MPI_Isend, (neighbor_header_.data(), 2, MPI_DOUBLE, dests[j], neighbor_header_tag, c,
+                                         &neighbor_requests_[2 * j + 1]));
+    }
+    if (sources.empty()) std::fill(in.begin(), in.end(), T(0));
+    std::vector<T>& scratch = neighbor_scratch<T>();
+    if (sources.size() > 1 && scratch.size() < in.size()) scratch.resize(in.size());  // grows once
+    std::string error;  // the first problem; every source is still received, so nothing is left behind
+    double total = 0;
+    for (std::size_t j = 0; j < sources.size(); ++j) {
+      const int source = sources[j];
+      T* into = j == 0 ? in.data() : scratch.data();
+      bool fits = true;
+      if (options_.validate) {
+        MPI_Status st;
+        BOOST_MPI_CHECK_RESULT(MPI_Probe, (source, neighbor_data_tag, c, &st));
+        int got = 0;
+        BOOST_MPI_CHECK_RESULT(MPI_Get_count, (&st, mpi_type<T>(), &got));
+        if (got != n_in) {
+          fits = false;
+          if (error.empty())
+            error = detail::concat("slowmo::mpi: neighbor_sum: rank ", rank(), " expected ", n_in, " ",
+                                   detail::element_name(detail::element_code<T>()), " values from rank ", source,
+                                   ", which sent ", got);
+          std::vector<T> drain(static_cast<std::size_t>(std::max(got, 0)));
+          BOOST_MPI_CHECK_RESULT(MPI_Recv, (drain.data(), got, mpi_type<T>(), source, neighbor_data_tag, c,
+                                            MPI_STATUS_IGNORE));
+        }
+      }
+      if (fits)
+        BOOST_MPI_CHECK_RESULT(MPI_Recv, (into, n_in, mpi_type<T>(), source, neighbor_data_tag, c, MPI_STATUS_IGNORE));
+      std::array<double, 2> header{};
+      BOOST_MPI_CHECK_RESULT(MPI_Recv, (header.data(), 2, MPI_DOUBLE, source, neighbor_header_tag, c,
+                                        MPI_STATUS_IGNORE));
+      if (options_.validate && header[1] != call && error.empty())
+        error = detail::concat(
+            "slowmo::mpi: neighbor_sum: rank ", rank(), " lists rank ", source, " among its sources in its call ",
+            std::int64_t(call), ", but the message it got from rank ", source, " was sent in that rank's call ",
+            std::int64_t(header[1]),
+            "; rank j must list i in its dests exactly when i lists j in its sources, in the same round");
+      if (fits && j > 0)
+        for (std::size_t i = 0; i < in.size(); ++i) in[i] += scratch[i];
+      total += header[0];
+    }
+    BOOST_MPI_CHECK_RESULT(MPI_Waitall, (int(neighbor_requests_.size()), neighbor_requests_.data(),
+                                         MPI_STATUSES_IGNORE));
+    bytes_sent_ += dests.size() * out.size_bytes();
+    messages_sent_ += dests.size();
+    if (!error.empty()) throw comm_error(error);
+    return total;
+  }
+
+  std::int64_t neighbor_calls_ = 0;
+  std::array<double, 2> neighbor_header_{};
+  std::vector<MPI_Request> neighbor_requests_;
+  std::vector<float> neighbor_f32_;  // what the second and later sources send, before it is added
+  std::vector<double> neighbor_f64_;
+  std::vector<std::uint32_t> neighbor_mark_;  // the peers seen (detail::neighbor_peer_error)
+  std::uint32_t neighbor_epoch_ = 0;
+
   template <class T>
   void host_model_impl(std::unique_ptr<ModelServer<T>> server) {
     require_not_split("host_model");
@@ -837,6 +934,7 @@ class Comm {
 };
 
 static_assert(check_shared_model_communicator<Comm>());
+static_assert(check_neighbor_communicator<Comm>());
 
 /// Runs fn(comm) on this rank, with MPI initialised for MPI_THREAD_MULTIPLE (the shared
 /// model's server thread needs it). When fn returns, the rank departs from the shared model if

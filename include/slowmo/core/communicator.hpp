@@ -2,10 +2,11 @@
 // algorithm may ask of the workers' transport, and nothing more. Algorithms are written
 // against this concept only; backends (comm/simulator.hpp, comm/threads.hpp, comm/mpi.hpp,
 // and the NCCL one) model it. Refinements (GatherCommunicator, SplitCommunicator,
-// NonBlockingCommunicator) add what only some algorithms need, so that an algorithm asks for
-// exactly what it uses.
+// NonBlockingCommunicator, NeighborCommunicator) add what only some algorithms need, so that
+// an algorithm asks for exactly what it uses.
 #pragma once
 
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "slowmo/core/error.hpp"
 #include "slowmo/core/vector.hpp"
@@ -222,6 +224,76 @@ consteval bool check_non_blocking_communicator() {
 }
 
 namespace detail {
+
+template <class C, class T>
+concept NeighborSumsIn = requires(C& c, std::span<const T> out, std::span<T> in, std::span<const int> peers,
+                                  double weight) {
+  { c.neighbor_sum(out, weight, peers, in, peers) } -> std::convertible_to<double>;
+};
+
+}  // namespace detail
+
+/// A Communicator that also does one round of gossip over any directed graph, for float and
+/// double spans:
+///  - `neighbor_sum(out, weight, dests, in, sources) -> double` sends (out, weight) to every
+///    worker in dests and writes into `in` the sum of the buffers that the workers in sources
+///    send it in the same round, added in the order sources lists them (in = r_0, then
+///    in += r_1, ...: the same bits on every backend); returns the sum of their weights, added
+///    in the same order from 0. With no sources, in = 0 and it returns 0.
+/// It is the push-sum step of Stochastic Gradient Push on graphs whose degrees differ between
+/// workers (sgp.hpp). `in` must not overlap `out`. The pattern must be consistent: worker j
+/// lists i in its dests exactly when i lists j in its sources, in the same round (a topology
+/// checks that at construction, topology.hpp). A dest or source out of range, the worker
+/// itself, or listed twice throws comm_error on that worker before anything is sent; a
+/// message of another size than `in` throws comm_error on its receiver, naming both workers
+/// and the sizes. Where the backend can see it (the simulator and threads always; MPI in
+/// validated mode), a message from another round (a pattern that is not consistent) throws
+/// comm_error on its receiver, naming the round; on the in-process backends a receive that
+/// can never be matched is reported as a deadlock. Nothing allocates once scratch has grown.
+template <class C>
+concept NeighborCommunicator = Communicator<C> && detail::NeighborSumsIn<C, float> && detail::NeighborSumsIn<C, double>;
+
+/// `static_assert(check_neighbor_communicator<C>())` names what is missing: the first base
+/// operation (as check_communicator does), or neighbor_sum.
+template <class C>
+consteval bool check_neighbor_communicator() {
+  if constexpr (!Communicator<C>) {
+    return check_communicator<C>();
+  } else {
+    static_assert(detail::NeighborSumsIn<C, float> && detail::NeighborSumsIn<C, double>,
+                  "slowmo: not a NeighborCommunicator: it needs, for float and double spans, "
+                  "`neighbor_sum(send, weight, dests, recv, sources) -> double` (dests and sources: "
+                  "std::span<const int>)");
+    return NeighborCommunicator<C>;
+  }
+}
+
+namespace detail {
+
+/// The peers of a neighbor_sum, checked on the calling worker before anything moves: in
+/// range, not the worker itself, none listed twice. `mark` is the caller's scratch (grown to
+/// m once); `who` prefixes the message ("slowmo", "slowmo::mpi") and `worker` names a
+/// participant ("worker", "rank"). Returns "" when the peers are fine.
+inline std::string neighbor_peer_error(std::string_view who, std::string_view worker, int self, int m,
+                                       std::span<const int> peers, const char* what, std::vector<std::uint32_t>& mark,
+                                       std::uint32_t& epoch) {
+  if (mark.size() < std::size_t(m)) mark.assign(std::size_t(m), 0);
+  if (++epoch == 0) std::fill(mark.begin(), mark.end(), 0), epoch = 1;  // wrapped: start over
+  for (std::size_t j = 0; j < peers.size(); ++j) {
+    const int p = peers[j];
+    if (p < 0 || p >= m)
+      return concat(who, ": ", worker, " ", self, ": neighbor_sum ", what, "[", j, "] = ", p, " is out of range [0, ",
+                    m, ")");
+    if (p == self)
+      return concat(who, ": ", worker, " ", self, ": neighbor_sum ", what, "[", j, "] = ", p, " is the ", worker,
+                    " itself; a ", worker, " keeps its own share and sends none to itself");
+    if (mark[std::size_t(p)] == epoch)
+      return concat(who, ": ", worker, " ", self, ": neighbor_sum lists ", worker, " ", p, " twice in its ", what,
+                    "; each peer may appear once");
+    mark[std::size_t(p)] = epoch;
+  }
+  return {};
+}
 
 /// What the backends call an element type in messages and agree on across workers (the
 /// codes of float and double are their sizes, as the agreements always sent).

@@ -116,6 +116,14 @@ struct DivideBy {
   }
 };
 
+/// neighbor_sum's sum of the sources after the first: in = in + received, on the device.
+struct AddInto {
+  template <class V>
+  SLOWMO_HOST_DEVICE void operator()(V& in, const V& received) const {
+    in = in + received;
+  }
+};
+
 /// Whether NCCL can use p directly: device or managed memory (host memory, pageable or
 /// pinned, is staged).
 inline bool device_accessible(const void* p) {
@@ -235,6 +243,29 @@ class Nccl {
   double exchange(std::span<const double> out, double weight, int dest, std::span<double> in, int source,
                   cudaStream_t stream) {
     return exchange_impl(out, weight, dest, in, source, stream);
+  }
+
+  /// NeighborCommunicator (core/communicator.hpp): one NCCL group of an ncclSend to every
+  /// dest and an ncclRecv from every source (the first into `in`, the others into device
+  /// scratch, which grows once), then in += each of them in the order of sources, on the
+  /// stream. The weights and sizes travel over the host channel first, as exchange's do, so
+  /// the returned weight needs no wait for the GPU and a size that does not fit throws
+  /// comm_error on both workers of the pair before NCCL is asked for anything.
+  double neighbor_sum(std::span<const float> out, double weight, std::span<const int> dests, std::span<float> in,
+                      std::span<const int> sources) {
+    return neighbor_sum_impl(out, weight, dests, in, sources, current_stream());
+  }
+  double neighbor_sum(std::span<const double> out, double weight, std::span<const int> dests, std::span<double> in,
+                      std::span<const int> sources) {
+    return neighbor_sum_impl(out, weight, dests, in, sources, current_stream());
+  }
+  double neighbor_sum(std::span<const float> out, double weight, std::span<const int> dests, std::span<float> in,
+                      std::span<const int> sources, cudaStream_t stream) {
+    return neighbor_sum_impl(out, weight, dests, in, sources, stream);
+  }
+  double neighbor_sum(std::span<const double> out, double weight, std::span<const int> dests, std::span<double> in,
+                      std::span<const int> sources, cudaStream_t stream) {
+    return neighbor_sum_impl(out, weight, dests, in, sources, stream);
   }
 
   // GatherCommunicator (core/communicator.hpp), stream-ordered like the rest; counts and
@@ -638,6 +669,70 @@ class Nccl {
     return header[0];
   }
 
+  template <class T>
+  double neighbor_sum_impl(std::span<const T> out, double weight, std::span<const int> dests, std::span<T> in,
+                           std::span<const int> sources, cudaStream_t stream) {
+    check_device("neighbor_sum");
+    for (const auto& [peers, what] : {std::pair{dests, "dests"}, std::pair{sources, "sources"}})
+      if (std::string e = slowmo::detail::neighbor_peer_error("slowmo::cuda::Nccl", "worker", rank_, size_, peers,
+                                                              what, neighbor_mark_, neighbor_epoch_);
+          !e.empty())
+        throw comm_error(e);
+    // Host channel first (the tags of exchange, in the same order on both sides of a pair):
+    // the weight and our size go to every dest, what we expect to every source.
+    for (int d : dests) link_->post(d, detail::HostLink::exchange_header, {weight, double(out.size())});
+    for (int q : sources) link_->post(q, detail::HostLink::exchange_expect, {double(in.size()), 0.0});
+    std::string error;
+    double total = 0;
+    for (int q : sources) {
+      const auto header = link_->take(q, detail::HostLink::exchange_header);
+      total += header[0];
+      if (header[1] != double(in.size()) && error.empty())
+        error = slowmo::detail::concat("slowmo::cuda::Nccl: neighbor_sum: worker ", rank_, " expected ", in.size(),
+                                       " values from worker ", q, ", which sends ", header[1]);
+    }
+    for (int d : dests) {
+      const auto expect = link_->take(d, detail::HostLink::exchange_expect);
+      if (expect[0] != double(out.size()) && error.empty())
+        error = slowmo::detail::concat("slowmo::cuda::Nccl: neighbor_sum: worker ", rank_, " sends ", out.size(),
+                                       " values to worker ", d, ", which expects ", expect[0]);
+    }
+    link_->complete_posts();
+    if (!error.empty()) throw comm_error(error);
+    // Device scratch for the sources after the first, each block 256-byte aligned.
+    const std::size_t block = (in.size_bytes() + 255) / 256 * 256;
+    const std::size_t extra = sources.size() > 1 ? (sources.size() - 1) * block : 0;
+    if (std::size_t(neighbor_scratch_.size()) * sizeof(double) < extra)
+      neighbor_scratch_.resize(Eigen::Index((extra + sizeof(double) - 1) / sizeof(double)));
+    const std::size_t in_offset = (out.size_bytes() + 255) / 256 * 256;  // staging: out, then in
+    const bool out_direct = out.empty() || detail::device_accessible(out.data());
+    const bool in_direct = in.empty() || detail::device_accessible(in.data());
+    if (!out_direct || !in_direct) reserve_staging(in_offset + in.size_bytes());  // before taking pointers into it
+    on_device(out, true, false, stream, 0, [&](const T* src) {
+      on_device(in, false, true, stream, in_offset, [&](T* dst) {
+        if (sources.empty() && !in.empty())  // all-zero bits: +0 in float and double
+          check(cudaMemsetAsync(dst, 0, in.size_bytes(), stream), "cudaMemsetAsync", " (neighbor_sum with no sources)");
+        auto scratch = [&](std::size_t j) {
+          return reinterpret_cast<T*>(reinterpret_cast<char*>(neighbor_scratch_.data()) + (j - 1) * block);
+        };
+        detail::check_nccl(ncclGroupStart(), "ncclGroupStart");
+        ncclResult_t r = ncclSuccess;
+        for (std::size_t j = 0; j < dests.size() && r == ncclSuccess && !out.empty(); ++j)
+          r = ncclSend(src, out.size(), detail::nccl_type<T>(), dests[j], comm_, stream);
+        for (std::size_t j = 0; j < sources.size() && r == ncclSuccess && !in.empty(); ++j)
+          r = ncclRecv(j == 0 ? dst : scratch(j), in.size(), detail::nccl_type<T>(), sources[j], comm_, stream);
+        const ncclResult_t end = ncclGroupEnd();
+        detail::check_nccl(r, "ncclSend/ncclRecv", " (neighbor_sum on worker ", rank_, ")");
+        detail::check_nccl(end, "ncclGroupEnd", " (neighbor_sum on worker ", rank_, ")");
+        for (std::size_t j = 1; j < sources.size() && !in.empty(); ++j)
+          detail::for_each(std::int64_t(in.size()), detail::AddInto{}, stream, dst, static_cast<const T*>(scratch(j)));
+      });
+    });
+    bytes_sent_ += dests.size() * out.size_bytes();
+    messages_sent_ += dests.size();
+    return total;
+  }
+
   ncclComm_t comm_ = nullptr;
   int rank_ = 0, size_ = 1, device_ = 0;
   std::unique_ptr<detail::HostLink> link_;
@@ -647,10 +742,14 @@ class Nccl {
   std::uint64_t bytes_sent_ = 0, messages_sent_ = 0;
   std::vector<std::int64_t> sizes_;  // all-gathers: every worker's (count, capacity, counts size)
   std::unique_ptr<detail::Overlap> overlap_;  // non-blocking all-reduces: made at the first
+  DeviceVector<double> neighbor_scratch_;  // neighbor_sum: the sources after the first; grows once
+  std::vector<std::uint32_t> neighbor_mark_;  // neighbor_sum: the peers seen (neighbor_peer_error)
+  std::uint32_t neighbor_epoch_ = 0;
 };
 
 static_assert(check_communicator<Nccl>());
 static_assert(check_gather_communicator<Nccl>());
+static_assert(check_neighbor_communicator<Nccl>());
 
 struct LocalOptions {
   /// The CUDA devices to run on, one worker each (rank i on devices[i]); empty: every

@@ -521,6 +521,59 @@ class Engine {
     return w.recv_weight;
   }
 
+  /// One round of gossip on any directed graph (NeighborCommunicator, core/communicator.hpp):
+  /// posts (out, weight) to every dest through the per-pair channels, each message charged
+  /// by the cost model from this worker's clock as exchange's is, then receives from the
+  /// sources one at a time in their order (in = the first, then in += each next; the weights
+  /// summed from 0 alike). The clock becomes the latest arrival. dests and sources are ranks
+  /// in the seat's group. Every message carries its sender's neighbor_sum count on that
+  /// group, so one sent in another call (a pattern that is not consistent) fails its
+  /// receiver, naming both calls.
+  template <class T>
+  double neighbor_sum(const Seat& at, std::span<const T> out, double weight, std::span<const int> dests,
+                      std::span<T> in, std::span<const int> sources) {
+    const int r = at.worker;
+    std::unique_lock lk(mu_);
+    throw_if_aborted();
+    count_call(r, "neighbor_sum");
+    const Group& g = group(at.group);
+    for (const auto& [peers, what] : {std::pair{dests, "dests"}, std::pair{sources, "sources"}})
+      if (std::string e = neighbor_peer_error("slowmo", "worker", at.rank, g.size(), peers, what, mark_, mark_epoch_);
+          !e.empty())
+        throw comm_error(e);
+    Worker& w = worker(r);
+    if (w.neighbor_calls.size() <= std::size_t(at.group)) w.neighbor_calls.resize(std::size_t(at.group) + 1, 0);
+    const std::int64_t call = ++w.neighbor_calls[std::size_t(at.group)];
+    auto member = [&](int k) { return g.members[static_cast<std::size_t>(k)]; };
+    for (int d : dests) post(r, member(d), at.group, dtype_of<T>(), out.data(), out.size(), weight, call);
+    for (int d : dests) try_deliver(r, member(d));  // a dest may be waiting for ours already
+    if (sources.empty()) std::fill(in.begin(), in.end(), T(0));
+    double total = 0;
+    std::string error;  // the first failed receive; the other sources are still received, so
+                        // that no message of this call is left behind for the next one
+    for (std::size_t j = 0; j < sources.size(); ++j) {
+      const int source = member(sources[j]);
+      w.op = Op{Kind::receive, dtype_of<T>(), in.size(), source, ++op_seq_, at.group, call, j > 0};
+      w.recv_buf = in.data();
+      w.recv_weight = 0;
+      w.status = Status::blocked;
+      ++blocked_;
+      try_deliver(source, r);
+      if (w.status == Status::blocked && departs_for_good(source) && !has_message(source, r, at.group))
+        fail_waiting(r, concat("slowmo: worker ", r, ": neighbor_sum waits for a message from ", departure_of(source),
+                               ", which has left the run"), worker(source).clock);
+      try {
+        suspend(lk, r);
+      } catch (const comm_error& e) {
+        if (error.empty()) error = e.what();
+        continue;
+      }
+      total += w.recv_weight;
+    }
+    if (!error.empty()) throw comm_error(error);
+    return total;
+  }
+
  private:
   enum class Status : std::uint8_t { runnable, blocked, done };
   enum class Kind : std::uint8_t {
@@ -583,6 +636,8 @@ class Engine {
     int peer = -1;  // root of a broadcast (rank in the group), source of a receive (worker)
     std::uint64_t seq = 0;
     int group = 0;  // where a collective meets, or which group's messages a receive takes
+    std::int64_t call = 0;  // a receive of neighbor_sum: the receiver's neighbor_sum count; 0 for exchange
+    bool add = false;       // that receive adds into the buffer (every source after the first)
   };
 
   struct Worker {
@@ -591,6 +646,7 @@ class Engine {
     double factor = 1;
     double delay = 0;
     std::int64_t fail_at = 0, calls = 0;
+    std::vector<std::int64_t> neighbor_calls;  // neighbor_sum calls so far, per group: the tag of its messages
     std::condition_variable cv;
     Op op;
     void* recv_buf = nullptr;
@@ -650,7 +706,8 @@ class Engine {
     DType type = DType::f32;
     double weight = 0;
     double arrival = 0;
-    int group = 0;  // the group it was sent on
+    int group = 0;          // the group it was sent on
+    std::int64_t call = 0;  // the sender's neighbor_sum count on that group; 0: sent by exchange
   };
 
   /// FIFO of messages from one worker to another; slots are recycled.
@@ -1245,8 +1302,8 @@ class Engine {
     for (int q = 0; q < m_; ++q) {
       const Worker& w = workers_[static_cast<std::size_t>(q)];
       if (w.status == Status::blocked && w.op.kind == Kind::receive && w.op.peer == r && !has_message(r, q, w.op.group))
-        fail_waiting(q, concat("slowmo: worker ", q, ": exchange waits for a message from ", departure_of(r),
-                               ", which has left the run"), at);
+        fail_waiting(q, concat("slowmo: worker ", q, ": ", receive_name(w.op), " waits for a message from ",
+                               departure_of(r), ", which has left the run"), at);
     }
   }
   static std::string message_of(const std::exception_ptr& e) {
@@ -1338,7 +1395,8 @@ class Engine {
     }
   }
 
-  void post(int src, int dst, int group, DType type, const void* data, std::size_t count, double weight) {
+  void post(int src, int dst, int group, DType type, const void* data, std::size_t count, double weight,
+            std::int64_t call = 0) {
     Worker& s = worker(src);
     Message& msg = channel(src, dst).push();
     const std::size_t bytes = count * size_of(type);
@@ -1348,9 +1406,42 @@ class Engine {
     msg.type = type;
     msg.weight = weight;
     msg.group = group;
+    msg.call = call;
     msg.arrival = s.clock + s.delay + opt_.cost.link_between(src, dst).message(bytes);
     s.bytes_sent += bytes;
     s.messages_sent += 1;
+  }
+
+  static const char* receive_name(const Op& op) { return op.call > 0 ? "neighbor_sum" : "exchange"; }
+
+  /// Why the oldest message from src cannot be what dst waits for: it belongs to another call.
+  static std::string call_mismatch(int src, int dst, std::int64_t sent, std::int64_t expected) {
+    if (sent == 0 || expected == 0)
+      return concat("slowmo: worker ", dst, " waits in ", expected ? "neighbor_sum" : "exchange",
+                    " for a message from worker ", src, ", whose next message to it was sent by ",
+                    sent ? "neighbor_sum" : "exchange", "; the two workers must make the same calls");
+    if (sent < expected)
+      return concat("slowmo: neighbor_sum: worker ", src, " sent worker ", dst, " a message in its call ", sent,
+                    ", but worker ", dst, " did not list worker ", src, " among its sources in its call ", sent,
+                    " (it is now in call ", expected, "); worker j must list i in its dests exactly when i lists j "
+                    "in its sources, in the same round");
+    return concat("slowmo: neighbor_sum: worker ", dst, " lists worker ", src, " among its sources in its call ",
+                  expected, ", but worker ", src, " did not list worker ", dst, " among its dests in its call ",
+                  expected, " (its next message to it is from call ", sent,
+                  "); worker j must list i in its dests exactly when i lists j in its sources, in the same round");
+  }
+  /// dst[i] += src[i] for `count` values of `type` (the message bytes need not be aligned).
+  static void add_into(DType type, void* dst, const unsigned char* src, std::size_t count) {
+    auto add = [&](auto* out) {
+      using T = std::remove_pointer_t<decltype(out)>;
+      for (std::size_t i = 0; i < count; ++i) {
+        T v;
+        std::memcpy(&v, src + i * sizeof(T), sizeof(T));
+        out[i] += v;
+      }
+    };
+    if (type == DType::f32) add(static_cast<float*>(dst));
+    else add(static_cast<double*>(dst));
   }
 
   /// Delivers the oldest message from src to dst if dst is waiting for one from src.
@@ -1361,11 +1452,15 @@ class Engine {
     Message* found = ch.first_of(d.op.group);
     if (!found) return;
     Message& msg = *found;
-    if (msg.type != d.op.type || msg.count != d.op.count) {
-      d.error = concat("slowmo: exchange: worker ", dst, " expected ", d.op.count, " ", name_of(d.op.type),
-                       " values from worker ", src, ", which sent ", msg.count, " ", name_of(msg.type));
+    if (msg.call != d.op.call) {
+      d.error = call_mismatch(src, dst, msg.call, d.op.call);
+    } else if (msg.type != d.op.type || msg.count != d.op.count) {
+      d.error = concat("slowmo: ", receive_name(d.op), ": worker ", dst, " expected ", d.op.count, " ",
+                       name_of(d.op.type), " values from worker ", src, ", which sent ", msg.count, " ",
+                       name_of(msg.type));
     } else {
-      if (!msg.data.empty()) std::memcpy(d.recv_buf, msg.data.data(), msg.data.size());
+      if (d.op.add) add_into(msg.type, d.recv_buf, msg.data.data(), msg.count);
+      else if (!msg.data.empty()) std::memcpy(d.recv_buf, msg.data.data(), msg.data.size());
       d.recv_weight = msg.weight;
       if (opt_.mode == Mode::virtual_time) d.clock = std::max(d.clock, msg.arrival);
     }
@@ -1441,7 +1536,8 @@ class Engine {
       if (w.status == Status::done)
         what += "has returned";
       else if (w.op.kind == Kind::receive)
-        what += concat("waits in exchange for a message from worker ", w.op.peer, group_note(w.op.group));
+        what += concat("waits in ", receive_name(w.op), " for a message from worker ", w.op.peer,
+                       group_note(w.op.group));
       else if (w.op.kind == Kind::wait)
         what += concat("waits for its non-blocking ", kind_name(w.nb.kind), group_note(w.op.group));
       else
@@ -1480,6 +1576,8 @@ class Engine {
   std::vector<int> departed_;
   std::vector<float> scratch_f32_;
   std::vector<double> scratch_f64_;
+  std::vector<std::uint32_t> mark_;  // neighbor_sum: the peers seen, by epoch (grows to m once)
+  std::uint32_t mark_epoch_ = 0;
   std::uint64_t op_seq_ = 0;
   int alive_ = 0;
   int blocked_ = 0;

@@ -44,6 +44,15 @@ class LocalComm {
   double exchange(std::span<const double> out, double weight, int dest, std::span<double> in, int source) {
     return engine_->exchange(at_, out, weight, dest, in, source);
   }
+  // NeighborCommunicator (core/communicator.hpp).
+  double neighbor_sum(std::span<const float> out, double weight, std::span<const int> dests, std::span<float> in,
+                      std::span<const int> sources) {
+    return engine_->neighbor_sum(at_, out, weight, dests, in, sources);
+  }
+  double neighbor_sum(std::span<const double> out, double weight, std::span<const int> dests, std::span<double> in,
+                      std::span<const int> sources) {
+    return engine_->neighbor_sum(at_, out, weight, dests, in, sources);
+  }
   // GatherCommunicator (core/communicator.hpp): one overload per element type, so that
   // anything convertible to a span (a std::vector, say) may be passed.
   void all_gather(std::span<const float> send, std::span<float> recv) { engine_->all_gather(at_, send, recv); }
