@@ -430,7 +430,8 @@ TEST_SUITE("device") {
       conformance::groups(comm);
       conformance::non_blocking<float>(comm);  // host spans: staged, done at the start
       DeviceMirror mirror{comm};
-      conformance::non_blocking<double>(mirror);  // device spans: on the side stream
+      conformance::non_blocking<float>(mirror);  // device spans: on the side stream
+      conformance::non_blocking<double>(mirror);
     });
   }
 
