@@ -421,16 +421,9 @@ class Comm {
     std::vector<int> colors(static_cast<std::size_t>(size()));
     detail::mpi_model::check(MPI_Allgather(&color, 1, MPI_INT, colors.data(), 1, MPI_INT, MPI_Comm(comm_)),
                              "MPI_Allgather");
-    std::string bad;
-    int listed = 0;
-    for (int q = 0; q < size(); ++q)
-      if (colors[std::size_t(q)] < 0 && listed++ < 8)
-        bad += detail::concat(listed > 1 ? ", " : "", "rank ", q, " color ", colors[std::size_t(q)]);
-    if (listed > 8) bad += ", ...";
-    if (!bad.empty())
-      throw comm_error(detail::concat("slowmo::mpi: split: a color must be >= 0, but ", bad,
-                                      " (every rank of a split joins the group of its color; there is no "
-                                      "'undefined' color)"));
+    const std::string bad = detail::split_color_error(
+        "slowmo::mpi", "rank", size(), [&](int q) { return colors[std::size_t(q)]; }, [](int q) { return q; });
+    if (!bad.empty()) throw comm_error(bad);
     Comm out(comm_.split(color, key), options_);
     out.from_split_ = true;
     return out;

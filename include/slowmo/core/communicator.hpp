@@ -380,6 +380,26 @@ std::string gather_size_error(std::string_view who, std::string_view worker, boo
   return {};
 }
 
+/// The error every worker of a split reports when some color is negative, or "": judged from
+/// everyone's colors (color(q) for the q-th of m participants, named `worker id(q)`), so
+/// that every worker decides alike. `who` prefixes the message.
+template <class Color, class Id>
+std::string split_color_error(std::string_view who, std::string_view worker, int m, Color color, Id id) {
+  std::string bad;
+  int listed = 0;
+  for (int q = 0; q < m; ++q) {
+    if (color(q) >= 0) continue;
+    if (listed++ == 8) {
+      bad += ", ...";
+      break;
+    }
+    bad += concat(listed > 1 ? ", " : "", worker, " ", id(q), " color ", color(q));
+  }
+  if (bad.empty()) return {};
+  return concat(who, ": split: a color must be >= 0, but ", bad, " (every ", worker,
+                " of a split joins the group of its color; there is no 'undefined' color)");
+}
+
 /// A stride known only at run time (Map or Ref with InnerStride<>) must be 1.
 template <class Derived>
 void require_contiguous(const Eigen::DenseBase<Derived>& v) {

@@ -351,20 +351,16 @@ class Nccl {
     v[2 * std::size_t(rank_)] = color;
     v[2 * std::size_t(rank_) + 1] = key;
     link_->all_max(v);
-    std::string bad;
-    int listed = 0, rank = 0, size = 0;
+    int rank = 0, size = 0;
     for (int q = 0; q < size_; ++q) {
       const std::int64_t c = v[2 * std::size_t(q)], k = v[2 * std::size_t(q) + 1];
-      if (c < 0 && listed++ < 8) bad += slowmo::detail::concat(listed > 1 ? ", " : "", "worker ", q, " color ", c);
       if (c != color) continue;
       ++size;
       if (k < key || (k == key && q < rank_)) ++rank;  // MPI_Comm_split's order: (key, old rank)
     }
-    if (listed > 8) bad += ", ...";
-    if (!bad.empty())
-      throw comm_error(slowmo::detail::concat("slowmo::cuda::Nccl: split: a color must be >= 0, but ", bad,
-                                              " (every worker of a split joins the group of its color; there is no "
-                                              "'undefined' color)"));
+    const std::string bad = slowmo::detail::split_color_error(
+        "slowmo::cuda::Nccl", "worker", size_, [&](int q) { return v[2 * std::size_t(q)]; }, [](int q) { return q; });
+    if (!bad.empty()) throw comm_error(bad);
     std::unique_ptr<detail::HostLink> link = link_->split(color, rank, size);
     ncclComm_t sub = nullptr;
     detail::check_nccl(ncclCommSplit(comm_, color, key, &sub, nullptr), "ncclCommSplit", " (worker ", rank_,

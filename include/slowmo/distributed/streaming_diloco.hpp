@@ -5,7 +5,6 @@
 // fragment_update_alpha).
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -98,9 +97,7 @@ class StreamingDiLoCo {
     if (in_flight()) dropped_ = 1;
     x0_ = x;
     rule_.init(x.size());
-    Eigen::Index largest = 0;
-    for (int p = 0; p < options_.fragments; ++p) largest = std::max(largest, fragment(p, x.size()).second);
-    if (buffer_.size() != largest) buffer_.resize(largest);  // (the same size in every checkpoint)
+    if (buffer_.size() != x.size()) buffer_.resize(x.size());  // (each fragment uses its own range)
     slowmo::rebase(base_, x);
   }
 
@@ -176,9 +173,9 @@ class StreamingDiLoCo {
   /// The fragment's parameters into the buffer, and their mean started.
   void send(const_ref_type x) {
     const auto [lo, len] = fragment(next_fragment(), x.size());
-    space_type::for_each(len, rules::CopyInto{}, buffer_.data(), x.data() + lo);
+    space_type::for_each(len, rules::CopyInto{}, buffer_.data() + lo, x.data() + lo);
     dropped_ = 0;
-    request_.emplace(comm_.get().start_all_reduce(std::span<scalar_type>(buffer_.data(), std::size_t(len)),
+    request_.emplace(comm_.get().start_all_reduce(std::span<scalar_type>(buffer_.data() + lo, std::size_t(len)),
                                                   ReduceOp::mean));
   }
 
@@ -198,12 +195,12 @@ class StreamingDiLoCo {
     std::apply(
         [&](auto&... state) {
           space_type::for_each(len, rules::PseudoGradientThen<scalar_type, decltype(kernel)>{raw, kernel},
-                               buffer_.data(), x0_.data() + lo, (state.data() + lo)...);
+                               buffer_.data() + lo, x0_.data() + lo, (state.data() + lo)...);
         },
         rule_.buffers());
     // buffer = the new global fragment; the worker's fragment moves there, keeping alpha of its own.
     space_type::for_each(len, rules::MergeFragment<scalar_type>{scalar_type(options_.alpha)}, x.data() + lo,
-                         buffer_.data());
+                         buffer_.data() + lo);
     slowmo::rebase(base_, x);
   }
 
@@ -237,7 +234,8 @@ class StreamingDiLoCo {
   Base base_;
   detail::CommHolder<Comm> comm_;
   Rule rule_;
-  vector_type x0_, buffer_;
+  vector_type x0_;
+  vector_type buffer_;  // n values: a fragment's copy, then its mean, then its new global point, in its own range
   mutable std::optional<request_type> request_;  // the fragment's all-reduce under way
   std::int64_t steps_ = 0, syncs_ = 0;
   std::int64_t dropped_ = 0;  // 1: rebased while in flight, so the outer step is skipped; 2: it was

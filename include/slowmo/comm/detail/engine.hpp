@@ -1014,20 +1014,8 @@ class Engine {
   /// Why a split cannot be made, or "": every color must be >= 0.
   std::string split_error(const Group& g) const {
     auto args = [&](int k) { return static_cast<const SplitArgs*>(g.slot.bufs[static_cast<std::size_t>(k)]); };
-    std::string bad;
-    int listed = 0;
-    for (int k = 0; k < g.size(); ++k)
-      if (args(k)->color < 0) {
-        if (listed++ == 8) {
-          bad += ", ...";
-          break;
-        }
-        bad += concat(listed > 1 ? ", " : "", "worker ", g.members[static_cast<std::size_t>(k)], " color ",
-                      args(k)->color);
-      }
-    if (bad.empty()) return {};
-    return concat("slowmo: split: a color must be >= 0, but ", bad,
-                  " (every worker of a split joins the group of its color; there is no 'undefined' color)");
+    return split_color_error("slowmo", "worker", g.size(), [&](int k) { return args(k)->color; },
+                             [&](int k) { return g.members[static_cast<std::size_t>(k)]; });
   }
   /// The groups of a split of g: one per color, in increasing color order, its members
   /// ranked by (key, rank in g); each member's SplitArgs receives its place.
