@@ -24,6 +24,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <barrier>
 #include <memory>
 #include <numeric>
 #include <optional>
@@ -343,6 +344,7 @@ TEST_SUITE("host") {
     auto hub = std::make_shared<cuda::detail::LocalHub>(5);
     std::vector<std::int64_t> sums(5), second(5);
     std::vector<std::string> errors(5);
+    std::barrier first_phase(5);
     std::vector<std::thread> workers;
     for (int r = 0; r < 5; ++r)
       workers.emplace_back([&, r] {
@@ -356,6 +358,7 @@ TEST_SUITE("host") {
         group->post((rank + 1) % size, cuda::detail::HostLink::exchange_header, {double(r), 0.0});
         second[std::size_t(r)] =
             std::int64_t(group->take((rank + size - 1) % size, cuda::detail::HostLink::exchange_header)[0]);
+        first_phase.arrive_and_wait();  // (the abort below reaches every group: none may still be in the first)
         auto again = link.split(color, rank, size);  // a second split: new channels
         try {
           if (r == 4) throw std::runtime_error("boom");
