@@ -548,7 +548,6 @@ void groups(C& comm) {
   const int m = comm.size(), r = comm.rank();
   {
     C half = split_checked(comm, [m](int q) { return q < m / 2 ? 0 : 1; }, [](int q) { return q; }, "halves");
-    all(half);
     rank_and_size(comm);  // the parent goes on, and its collectives never meet the group's
     all(half);
   }

@@ -48,10 +48,13 @@ static_assert(slowmo::check_split_communicator<slowmo::sim::Comm>());
 static_assert(slowmo::check_split_communicator<slowmo::threads::Comm>());
 
 TEST_CASE("conformance: groups from split() on the simulator and threads") {
-  for (int m : {1, 2, 3, 4, 5, 7}) {
+  // m = 4 splits 2 + 2 and 3 + 1; 7 makes groups of odd sizes; 3 singletons (r % 3); 1 a
+  // world of one. Threads run the same engine: the size that splits both ways suffices.
+  for (int m : {1, 3, 4, 7}) {
     CAPTURE(m);
     CHECK_NOTHROW(slowmo::sim::run({.workers = m}, [](slowmo::sim::Comm& c) { conformance::groups(c); }));
-    CHECK_NOTHROW(slowmo::threads::run({.workers = m}, [](slowmo::threads::Comm& c) { conformance::groups(c); }));
+    if (m == 4)
+      CHECK_NOTHROW(slowmo::threads::run({.workers = m}, [](slowmo::threads::Comm& c) { conformance::groups(c); }));
   }
 }
 
