@@ -86,10 +86,7 @@ class HierarchicalLocalSgd {
     detail::require_started("HierarchicalLocalSgd", started_ || steps_ > 0);
     if (steps_ < options_.warmup_steps) {
       detail::check_own_gradient("HierarchicalLocalSgd", base_, g, steps_ + 1);
-      if (grad_.size() != g.size()) grad_.resize(g.size());  // once
-      grad_ = g;
-      comm_.get().all_reduce(as_span(grad_), ReduceOp::mean);
-      base_.step(x, grad_);
+      detail::averaged_gradient_step(base_, x, g, grad_, comm_.get());
       ++steps_;
       return;
     }
@@ -140,8 +137,7 @@ class HierarchicalLocalSgd {
     if (steps_ == 0) return {};
     if (steps_ <= options_.warmup_steps) return {.parameters = true, .state = true};
     if (level_at(steps_) + 1 == int(options_.levels.size()))
-      return {.parameters = true,
-              .state = detail::state_agrees_after(options_.base_state, agreement_over(base_, workers()).state)};
+      return detail::agreement_after_average(options_.base_state, base_, workers());
     return agreement_over(base_, workers());
   }
 

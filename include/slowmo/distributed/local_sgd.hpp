@@ -70,10 +70,7 @@ class LocalSgd {
     if (steps_ < options_.warmup_steps) {
       detail::check_own_gradient("LocalSgd", base_, g, steps_ + 1);
       if (steps_ == 0) detail::refresh_scaling(base_, x, g, comm);
-      if (grad_.size() != g.size()) grad_.resize(g.size());  // once
-      grad_ = g;
-      comm.all_reduce(as_span(grad_), ReduceOp::mean);
-      base_.step(x, grad_);
+      detail::averaged_gradient_step(base_, x, g, grad_, comm);
       ++steps_;
       return;
     }
@@ -124,9 +121,7 @@ class LocalSgd {
   Agreement agreement() const {
     if (steps_ == 0) return {};
     if (steps_ <= options_.warmup_steps) return {.parameters = true, .state = true};
-    if (averaged_last_step())
-      return {.parameters = true,
-              .state = detail::state_agrees_after(options_.base_state, agreement_over(base_, workers()).state)};
+    if (averaged_last_step()) return detail::agreement_after_average(options_.base_state, base_, workers());
     return agreement_over(base_, workers());
   }
 

@@ -174,12 +174,8 @@ class OuterLoop {
   void rebase(const_ref_type x) {
     const auto [lo, len] = segment_of(x.size());
     detail::init_policy(reduce_, static_cast<std::size_t>(len));  // (may refuse n: before anything changes)
-    if (whole()) {
-      x0_ = x;
-    } else {
-      if (x0_.size() != len) x0_.resize(len);
-      space_type::for_each(len, rules::CopyInto{}, x0_.data(), x.data() + lo);
-    }
+    if (x0_.size() != len) x0_.resize(len);
+    space_type::for_each(len, rules::CopyInto{}, x0_.data(), x.data() + lo);
     n_ = x.size();
     rule_.init(len);
     slowmo::rebase(base_, x);

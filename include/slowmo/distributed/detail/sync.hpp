@@ -121,6 +121,13 @@ void apply_sync_policy(OnSync policy, Opt& opt, Comm& comm) {
 /// average and reset make it so; keep leaves it as the base's own steps left it.
 inline bool state_agrees_after(OnSync policy, bool before) { return policy != OnSync::keep || before; }
 
+/// What an exact average of the parameters over m workers, with `policy` for the base's
+/// state, leaves equal on all of them (LocalSgd's and HierarchicalLocalSgd's averages).
+template <class Base>
+Agreement agreement_after_average(OnSync policy, const Base& base, int m) {
+  return {.parameters = true, .state = state_agrees_after(policy, agreement_over(base, m).state)};
+}
+
 /// The NonFinite policy that governs a nest's gradient: that of the innermost optimizer
 /// with a `non_finite` option (propagate when there is none).
 template <class Opt>
@@ -144,6 +151,17 @@ void check_own_gradient(std::string_view owner, const Base& base, const G& g, st
   const auto [bad, value] = first_non_finite_in<space_of_t<Base>>(g.data(), Eigen::Index(g.size()));
   if (bad >= 0)  // (the message is built only on error: steps never allocate)
     throw_non_finite(concat(owner, " (this worker's own gradient, before averaging)"), bad, double(value), step);
+}
+
+/// Post-local SGD's warm-up step, once check_own_gradient has passed: g averaged over every
+/// worker into `grad` (sized once), and the base steps with the average, so the replicas
+/// stay identical.
+template <class Base, class X, class G, class V, class Comm>
+void averaged_gradient_step(Base& base, X& x, const G& g, V& grad, Comm& comm) {
+  if (grad.size() != g.size()) grad.resize(g.size());  // once
+  grad = g;
+  comm.all_reduce(as_span(grad), ReduceOp::mean);
+  base.step(x, grad);
 }
 
 template <class Comm>
